@@ -1,0 +1,276 @@
+"""The typed, immutable model shared by the controller (which decides) and the node hook (which applies).
+
+Everything here is a frozen dataclass so that a snapshot read from ZooKeeper can be handed to the
+pure planner without anybody mutating it behind its back. Configuration types (what the operator
+wrote) are separate from runtime types (what the cluster is doing now).
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+Backend = Literal["clusterip", "xt_cluster", "nftables"]
+BACKENDS: tuple[Backend, ...] = ("clusterip", "xt_cluster", "nftables")
+
+HashMode = Literal["sourceip", "sourceip-sourceport", "sourceip-sourceport-destport"]
+HASH_MODES: tuple[HashMode, ...] = ("sourceip", "sourceip-sourceport", "sourceip-sourceport-destport")
+
+FailbackPolicy = Literal["immediate", "delayed", "manual"]
+FAILBACK_POLICIES: tuple[FailbackPolicy, ...] = ("immediate", "delayed", "manual")
+
+#: Largest bucket count each backend can express (CLUSTERIP's bitmap, xt_cluster's 32-bit nodemask).
+#: nftables has no hard limit; we cap it to keep maps readable and znodes small.
+MAX_BUCKETS: Mapping[Backend, int] = {"clusterip": 16, "xt_cluster": 32, "nftables": 256}
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class HashSettings:
+    """How the kernel turns a packet into a bucket.
+
+    CLUSTERIP uses ``mode`` and ``hash_init``; xt_cluster and nftables use only ``seed``.
+    """
+
+    mode: HashMode = "sourceip"
+    hash_init: int = 0
+    seed: int = 0xDEADBEEF
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One real host of a cluster as the operator configured it."""
+
+    id: str
+    home_buckets: tuple[int, ...]
+    ssh_host: str
+    ssh_port: int = 22
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """SSH liveness probing. Level 1 reads the banner, level 2 logs in and runs a command."""
+
+    interval_s: float = 0.2
+    connect_timeout_s: float = 0.3
+    banner_timeout_s: float = 0.3
+    login_interval_s: float = 2.0
+    login_timeout_s: float = 2.0
+    fall: int = 3
+    rise: int = 3
+    user: str = "clusterip-probe"
+    key_file: str = "/etc/clusterip-failover/probe_key"
+    known_hosts: str = "/etc/clusterip-failover/known_hosts"
+    first_contact: Literal["refuse", "accept-new"] = "refuse"
+    command: str = "true"
+
+
+@dataclass(frozen=True)
+class HandoffSettings:
+    """Exclusive handoff and self-fencing.
+
+    ``self_fence_fraction``: a hook cut off from ZooKeeper (while its peers still reach it) releases
+    its buckets after this fraction of the session timeout, so it lets go before the controller may
+    hand them to a survivor.
+    """
+
+    self_fence_fraction: float = 0.5
+    resync_interval_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class FailbackSettings:
+    """When a recovered host gets its home buckets back."""
+
+    policy: FailbackPolicy = "delayed"
+    hold_down_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """One virtual IP shared by several hosts through hash buckets."""
+
+    name: str
+    vip: IPAddress
+    interface: str
+    backend: Backend
+    buckets: int
+    cluster_mac: str
+    hosts: tuple[HostSpec, ...]
+    hash: HashSettings = field(default_factory=HashSettings)
+    ports: tuple[int, ...] = ()
+    protocol: Literal["tcp", "udp", "all"] = "tcp"
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+    handoff: HandoffSettings = field(default_factory=HandoffSettings)
+    failback: FailbackSettings = field(default_factory=FailbackSettings)
+
+    def host(self, host_id: str) -> HostSpec:
+        for host in self.hosts:
+            if host.id == host_id:
+                return host
+        raise KeyError(host_id)
+
+    @property
+    def host_ids(self) -> tuple[str, ...]:
+        return tuple(h.id for h in self.hosts)
+
+    def home_of(self, bucket: int) -> str | None:
+        for host in self.hosts:
+            if bucket in host.home_buckets:
+                return host.id
+        return None
+
+
+@dataclass(frozen=True)
+class ZooKeeperSettings:
+    hosts: str = "127.0.0.1:2181"
+    chroot: str = "/clusterip-failover"
+    session_timeout_s: float = 4.0
+    connect_timeout_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole configuration file: ZooKeeper access plus one or more clusters."""
+
+    zookeeper: ZooKeeperSettings
+    clusters: tuple[ClusterSpec, ...]
+
+    def cluster(self, name: str | None = None) -> ClusterSpec:
+        if name is None:
+            if len(self.clusters) == 1:
+                return self.clusters[0]
+            names = ", ".join(c.name for c in self.clusters)
+            raise KeyError(f"the config has several clusters ({names}): name one with --cluster")
+        for cluster in self.clusters:
+            if cluster.name == name:
+                return cluster
+        names = ", ".join(c.name for c in self.clusters)
+        raise KeyError(f"no cluster named {name!r} in the config (it has: {names})")
+
+
+# --------------------------------------------------------------------------- runtime state
+
+
+class Health(enum.Enum):
+    """Liveness of a host as judged by SSH probes (rise/fall smoothed)."""
+
+    UNKNOWN = "unknown"  # not probed yet: keep what it has, give it nothing new
+    UP = "up"
+    SUSPECT = "suspect"  # failing probes but fewer than `fall`: keep, give nothing new
+    DOWN = "down"
+
+
+@dataclass(frozen=True)
+class HostHealth:
+    """The controller's liveness verdict for one host, with why and since when (wall clock)."""
+
+    host_id: str
+    state: Health
+    since: float
+    reason: str = ""
+    latency_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Member:
+    """A live node hook, from its ephemeral member znode."""
+
+    host_id: str
+    address: str
+    version: str
+    backend: Backend
+    session_id: int = 0
+
+
+@dataclass(frozen=True)
+class HookStatus:
+    """What a hook reports it actually applied: the kernel's buckets as read back, at a map epoch."""
+
+    host_id: str
+    epoch: int
+    held: frozenset[int]
+    updated: float
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class BucketState:
+    """Ownership of one bucket in the map.
+
+    ``owner`` is the host that must accept the bucket's traffic. While a bucket moves, ``owner`` is
+    None and ``releasing`` names the previous owner that was told to let go at ``changed_epoch``; the
+    controller grants the bucket to ``target`` only once ``releasing`` confirmed (or lost its session).
+    """
+
+    owner: str | None
+    releasing: str | None = None
+    target: str | None = None
+    changed_epoch: int = 0
+    since: float = 0.0
+
+    @property
+    def state(self) -> Literal["serving", "moving", "unowned"]:
+        if self.owner is not None:
+            return "serving"
+        if self.releasing is not None:
+            return "moving"
+        return "unowned"
+
+
+@dataclass(frozen=True)
+class BucketMap:
+    """The authoritative assignment of buckets to hosts, written only by the leading controller.
+
+    ``epoch`` only grows; hooks report the epoch they applied so the controller knows who caught up.
+    """
+
+    cluster: str
+    epoch: int
+    buckets: Mapping[int, BucketState]
+
+    def owned_by(self, host_id: str) -> frozenset[int]:
+        return frozenset(b for b, s in self.buckets.items() if s.owner == host_id)
+
+    def owner_of(self, bucket: int) -> str | None:
+        state = self.buckets.get(bucket)
+        return state.owner if state else None
+
+    @staticmethod
+    def empty(cluster: str, buckets: int) -> BucketMap:
+        return BucketMap(cluster, 0, {b: BucketState(owner=None) for b in range(1, buckets + 1)})
+
+
+@dataclass(frozen=True)
+class Intents:
+    """Operator requests stored in ZooKeeper, read by the controller each cycle.
+
+    ``drained``: hosts that must hand all their buckets away. ``pins``: bucket -> host chosen by
+    ``clusterip-ctl move``. ``failback_requests``: host -> wall-clock time of a manual failback request.
+    ``paused``: the controller changes nothing (maintenance).
+    """
+
+    drained: frozenset[str] = frozenset()
+    pins: Mapping[int, str] = field(default_factory=dict)
+    failback_requests: Mapping[str, float] = field(default_factory=dict)
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """One consistent snapshot of a cluster, read from ZooKeeper plus the probes' verdicts."""
+
+    spec: ClusterSpec
+    map: BucketMap
+    map_version: int
+    health: Mapping[str, HostHealth]
+    members: Mapping[str, Member]
+    statuses: Mapping[str, HookStatus]
+    intents: Intents = field(default_factory=Intents)
