@@ -1,0 +1,270 @@
+"""The planner: from one snapshot of a cluster, decide the next bucket map and say why in one line.
+
+Pure and deterministic: the same :class:`ClusterView` and ``now`` always give the same decision.
+It works in two stages:
+
+1. **Targets** — who *should* own each bucket: an operator pin, else the home host when failback
+   allows, else the current owner while it may keep it, else (orphans) the home host or the
+   least-loaded eligible host. Buckets of hosts that keep them are never touched, so a failure of one
+   host moves only that host's buckets.
+2. **Step** — how far the map may move towards the targets *now* without two hosts ever holding a
+   bucket: a bucket is first revoked (owner None, ``releasing`` = old owner) and granted to its
+   target only once the old owner has published, at an epoch at or after the revoke, that its kernel
+   no longer holds it — or the old owner is down and its hook's ZooKeeper session is gone.
+
+The result is the next map (epoch + 1 if anything changed), the revoke/grant actions in the order
+they take effect, and a one-line summary for the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from controller.core.model import BucketMap, BucketState, ClusterView, Health
+
+#: Buckets named in one summary line before it says "and N more".
+_SUMMARY_ITEMS = 6
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step of a move. Revokes always come before the grant of the same bucket."""
+
+    kind: Literal["revoke", "grant"]
+    bucket: int
+    host: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one planner run decided."""
+
+    map: BucketMap
+    changed: bool
+    actions: tuple[Action, ...]
+    targets: Mapping[int, str | None]
+    summary: str
+    waiting: Mapping[int, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- host predicates
+
+
+def eligible_hosts(view: ClusterView) -> tuple[str, ...]:
+    """Hosts that may receive buckets: probed up, a live hook to apply the change, and not drained."""
+    return tuple(
+        h
+        for h in view.spec.host_ids
+        if (hh := view.health.get(h)) is not None
+        and hh.state is Health.UP
+        and h in view.members
+        and h not in view.intents.drained
+    )
+
+
+def keeps_buckets(view: ClusterView, host: str) -> bool:
+    """A host keeps what it owns unless it is known down or drained.
+
+    SUSPECT and UNKNOWN hosts keep (one slow probe must not move anything); a healthy host whose hook
+    died keeps too, since its kernel still serves the buckets and nobody could revoke them.
+    """
+    if host not in view.spec.host_ids or host in view.intents.drained:
+        return False
+    health = view.health.get(host)
+    return health is None or health.state is not Health.DOWN
+
+
+def _failback_allowed(view: ClusterView, home: str, now: float) -> tuple[bool, str]:
+    policy = view.spec.failback.policy
+    if policy == "immediate":
+        return True, f"failback to home host {home} (immediate)"
+    health = view.health[home]
+    if policy == "delayed":
+        hold = view.spec.failback.hold_down_s
+        ok = now - health.since >= hold
+        return ok, f"failback to home host {home} (up for {hold:g} s)"
+    requested = view.intents.failback_requests.get(home)
+    ok = requested is not None and requested >= health.since
+    return ok, f"failback to home host {home} (requested by operator)"
+
+
+def _why_leaving(view: ClusterView, host: str | None) -> str:
+    if host is None:
+        return "unowned"
+    if host in view.intents.drained:
+        return f"{host} drained"
+    health = view.health.get(host)
+    if host not in view.spec.host_ids:
+        return f"{host} is no longer in the configuration"
+    if health is not None and health.state is Health.DOWN:
+        return f"{host} down: {health.reason}" if health.reason else f"{host} down"
+    return f"{host} gives it up"
+
+
+# --------------------------------------------------------------------------- stage 1: targets
+
+
+def compute_targets(view: ClusterView, now: float) -> tuple[dict[int, str | None], dict[int, str]]:
+    """Return (target owner per bucket, reason per bucket whose target differs from its owner)."""
+    eligible = eligible_hosts(view)
+    eligible_set = set(eligible)
+    targets: dict[int, str | None] = {}
+    reasons: dict[int, str] = {}
+    orphans: list[int] = []
+    for bucket, state in sorted(view.map.buckets.items()):
+        current = state.owner
+        pin = view.intents.pins.get(bucket)
+        home = view.spec.home_of(bucket)
+        if pin is not None and pin in eligible_set:
+            targets[bucket] = pin
+            reasons[bucket] = f"pinned to {pin} by operator"
+        elif home is not None and home == current and keeps_buckets(view, home):
+            targets[bucket] = home
+        elif home is not None and home in eligible_set and current is not None:
+            allowed, why = _failback_allowed(view, home, now)
+            if allowed:
+                targets[bucket] = home
+                reasons[bucket] = why
+            elif keeps_buckets(view, current):
+                targets[bucket] = current
+            else:
+                orphans.append(bucket)
+        elif current is not None and keeps_buckets(view, current):
+            targets[bucket] = current
+        else:
+            orphans.append(bucket)
+
+    load = {h: 0 for h in eligible}
+    for owner in targets.values():
+        if owner in load:
+            load[owner] += 1
+    order = {h: i for i, h in enumerate(view.spec.host_ids)}
+    for bucket in orphans:
+        state = view.map.buckets[bucket]
+        previous = state.owner or state.releasing
+        home = view.spec.home_of(bucket)
+        if not eligible:
+            targets[bucket] = None
+            continue
+        if previous is None and home in eligible_set:
+            chosen = home  # bootstrap or an unowned bucket: its home host takes it
+        else:
+            # Least-loaded eligible host; ties go to the home host, then to configuration order.
+            chosen = min(eligible, key=lambda h: (load[h], h != home, order[h]))
+        assert chosen is not None
+        targets[bucket] = chosen
+        load[chosen] += 1
+        reasons[bucket] = _why_leaving(view, previous)
+    return targets, reasons
+
+
+# --------------------------------------------------------------------------- stage 2: exclusive step
+
+
+def _released(view: ClusterView, host: str, bucket: int, since_epoch: int) -> tuple[bool, str]:
+    """Has ``host`` provably let go of ``bucket`` (revoked at ``since_epoch``)?"""
+    status = view.statuses.get(host)
+    if host in view.members:
+        if status is None:
+            return False, f"waiting for {host} to publish its status"
+        if status.epoch >= since_epoch and bucket not in status.held:
+            return True, f"{host} released it at epoch {status.epoch}"
+        return False, f"waiting for {host} to release it (applied epoch {status.epoch})"
+    health = view.health.get(host)
+    if host not in view.spec.host_ids or (health is not None and health.state is Health.DOWN):
+        return True, f"{host} down and its hook's session is gone"
+    if status is not None and status.epoch >= since_epoch and bucket not in status.held:
+        return True, f"{host} released it at epoch {status.epoch} before its hook left"
+    return False, f"waiting for the hook of {host} to return and release it (host not down)"
+
+
+def _held_elsewhere(view: ClusterView, bucket: int, target: str) -> str | None:
+    """Name a live hook other than ``target`` that still holds ``bucket`` or has not reported yet."""
+    for host in sorted(view.members):
+        if host == target:
+            continue
+        status = view.statuses.get(host)
+        if status is None:
+            return f"{host} has not published its status yet"
+        if bucket in status.held:
+            return f"{host} still holds it"
+    return None
+
+
+def plan(view: ClusterView, now: float) -> Decision:
+    """Decide the next map for ``view``; see the module docstring for the rules."""
+    current = view.map
+    if view.intents.paused:
+        return Decision(current, False, (), {}, f"epoch {current.epoch}: paused by operator, changing nothing")
+    if not eligible_hosts(view):
+        return Decision(
+            current,
+            False,
+            (),
+            {},
+            f"epoch {current.epoch}: no host is eligible (up, hook present, not drained): changing nothing",
+        )
+    targets, reasons = compute_targets(view, now)
+    epoch = current.epoch + 1
+    new_buckets: dict[int, BucketState] = {}
+    actions: list[Action] = []
+    waiting: dict[int, str] = {}
+    for bucket, state in sorted(current.buckets.items()):
+        target = targets[bucket]
+        new_state = state
+        reason = reasons.get(bucket, "")
+        if state.owner is not None and state.owner != target and target is not None:
+            owner = state.owner
+            gone = owner not in view.members and not keeps_buckets(view, owner)
+            if gone:
+                ok, why = _released(view, owner, bucket, state.changed_epoch)
+                blocker = _held_elsewhere(view, bucket, target)
+                if ok and blocker is None:
+                    actions.append(Action("revoke", bucket, owner, f"{reason}; {why}"))
+                    actions.append(Action("grant", bucket, target, f"{reason}; {why}"))
+                    new_state = BucketState(owner=target, changed_epoch=epoch, since=now)
+                else:
+                    waiting[bucket] = blocker or why
+            if new_state is state:
+                actions.append(Action("revoke", bucket, owner, reason))
+                new_state = BucketState(
+                    owner=None, releasing=owner, target=target, changed_epoch=epoch, since=now
+                )
+        elif state.owner is None and target is not None:
+            releasing = state.releasing
+            ok, why = (True, "") if releasing is None else _released(view, releasing, bucket, state.changed_epoch)
+            blocker = _held_elsewhere(view, bucket, target) if ok else None
+            if ok and blocker is None:
+                grant_reason = "; ".join(x for x in (reason or _why_leaving(view, releasing), why) if x)
+                actions.append(Action("grant", bucket, target, grant_reason))
+                new_state = BucketState(owner=target, changed_epoch=epoch, since=now)
+            else:
+                waiting[bucket] = blocker or why
+                if state.target != target:
+                    new_state = replace(state, target=target)
+        new_buckets[bucket] = new_state
+    changed = any(new_buckets[b] != current.buckets[b] for b in current.buckets)
+    new_map = BucketMap(current.cluster, epoch, new_buckets) if changed else current
+    summary = _summarise(current.epoch, new_map.epoch, actions, waiting)
+    return Decision(new_map, changed, tuple(actions), targets, summary, waiting)
+
+
+def _summarise(old_epoch: int, new_epoch: int, actions: list[Action], waiting: dict[int, str]) -> str:
+    parts: list[str] = []
+    for action in actions[:_SUMMARY_ITEMS]:
+        verb = "revoke" if action.kind == "revoke" else "grant"
+        prep = "from" if action.kind == "revoke" else "to"
+        parts.append(f"{verb} b{action.bucket} {prep} {action.host} ({action.reason})")
+    if len(actions) > _SUMMARY_ITEMS:
+        parts.append(f"and {len(actions) - _SUMMARY_ITEMS} more actions")
+    for bucket, why in list(sorted(waiting.items()))[:_SUMMARY_ITEMS]:
+        parts.append(f"b{bucket} {why}")
+    if len(waiting) > _SUMMARY_ITEMS:
+        parts.append(f"and {len(waiting) - _SUMMARY_ITEMS} more waiting")
+    if not parts:
+        return f"epoch {old_epoch}: no change, every bucket is with its target"
+    head = f"epoch {old_epoch}->{new_epoch}" if new_epoch != old_epoch else f"epoch {old_epoch}"
+    return f"{head}: " + "; ".join(parts)
