@@ -230,9 +230,7 @@ def plan(view: ClusterView, now: float) -> Decision:
                     waiting[bucket] = blocker or why
             if new_state is state:
                 actions.append(Action("revoke", bucket, owner, reason))
-                new_state = BucketState(
-                    owner=None, releasing=owner, target=target, changed_epoch=epoch, since=now
-                )
+                new_state = BucketState(owner=None, releasing=owner, target=target, changed_epoch=epoch, since=now)
         elif state.owner is None and target is not None:
             releasing = state.releasing
             ok, why = (True, "") if releasing is None else _released(view, releasing, bucket, state.changed_epoch)

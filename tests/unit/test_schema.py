@@ -1,0 +1,128 @@
+"""Round trips and hostile input for the znode codecs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.core import schema
+from controller.core.errors import SchemaError
+from controller.core.model import BucketMap, BucketState, Health, HookStatus, HostHealth, Intents, Member
+
+
+def sample_map() -> BucketMap:
+    return BucketMap(
+        "unix0",
+        7,
+        {
+            1: BucketState("unix1", changed_epoch=3, since=10.0),
+            2: BucketState(None, releasing="unix2", target="unix1", changed_epoch=7, since=11.5),
+            3: BucketState(None),
+        },
+    )
+
+
+def test_round_trips() -> None:
+    m = sample_map()
+    assert schema.decode_map(schema.encode_map(m)) == m
+    member = Member("unix1", "198.18.0.11", "0.1.0", "nftables")
+    assert schema.decode_member(schema.encode_member(member), "unix1") == member
+    status = HookStatus("unix1", 7, frozenset({1, 3}), 12.0, "")
+    assert schema.decode_status(schema.encode_status(status), "unix1") == status
+    intents = Intents(frozenset({"unix2"}), {3: "unix1"}, {"unix4": 99.0}, True)
+    assert schema.decode_intents(schema.encode_intents(intents)) == intents
+    health = {"unix1": HostHealth("unix1", Health.DOWN, 5.0, "banner timeout 300 ms", 300.0)}
+    assert schema.decode_health(schema.encode_health(health)) == health
+    event = schema.HistoryEvent(1.0, 7, "grant", "unix2 down", "ctl-a", 2, "unix2", "unix1")
+    assert schema.decode_event(schema.encode_event(event)) == event
+
+
+def doc(kind: str, **body: object) -> bytes:
+    return json.dumps({"schema": 1, "kind": kind, **body}).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (b"\xff\xfe", "UTF-8 JSON"),
+        (b"[1,2]", "expected a JSON object"),
+        (json.dumps({"schema": 2, "kind": "bucket-map"}).encode(), "schema version 2 is not supported"),
+        (doc("member"), "kind is 'member'"),
+        (doc("bucket-map", cluster="c", epoch=-1, buckets={}), "epoch: -1 is outside"),
+        (doc("bucket-map", cluster="c", epoch=1, buckets={"0": {}}), "not a bucket number"),
+        (doc("bucket-map", cluster="c", epoch=1, buckets={"2": {"owner": None, "changed_epoch": 0}}), "without gaps"),
+        (
+            doc("bucket-map", cluster="c", epoch=1, buckets={"1": {"owner": "../x", "changed_epoch": 0}}),
+            "not a valid host id",
+        ),
+        (
+            doc(
+                "bucket-map", cluster="c", epoch=1, buckets={"1": {"owner": "a", "releasing": "b", "changed_epoch": 0}}
+            ),
+            "both an owner and a releasing host",
+        ),
+        (b"{" + b" " * (300 * 1024) + b"}", "exceeds"),
+    ],
+)
+def test_hostile_maps_are_rejected_with_the_field(data: bytes, needle: str) -> None:
+    with pytest.raises(SchemaError, match=None) as info:
+        schema.decode_map(data)
+    assert needle in str(info.value)
+
+
+def test_rogue_member_claiming_another_host_is_rejected() -> None:
+    data = schema.encode_member(Member("unix2", "x", "v", "nftables"))
+    with pytest.raises(SchemaError, match="claims host id 'unix2'"):
+        schema.decode_member(data, expected_host="unix1")
+    status = schema.encode_status(HookStatus("unix2", 1, frozenset({1}), 0.0))
+    with pytest.raises(SchemaError, match="claims host id"):
+        schema.decode_status(status, expected_host="unix1")
+
+
+def test_status_with_too_many_buckets_is_rejected() -> None:
+    data = doc("hook-status", host_id="a", epoch=1, held=list(range(1, 300)), updated=0.0)
+    with pytest.raises(SchemaError, match="at most 256"):
+        schema.decode_status(data)
+
+
+DECODERS = [
+    schema.decode_map,
+    schema.decode_member,
+    schema.decode_status,
+    schema.decode_intents,
+    schema.decode_health,
+    schema.decode_event,
+]
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.sampled_from(DECODERS),
+    st.sampled_from(["bucket-map", "member", "hook-status", "intents", "health", "history-event"]),
+    json_values,
+)
+def test_decoders_raise_only_schema_error_on_garbage(decoder, kind, body) -> None:  # type: ignore[no-untyped-def]
+    payload = {"schema": 1, "kind": kind}
+    if isinstance(body, dict):
+        payload.update(body)
+    for data in (json.dumps(payload).encode(), json.dumps(body).encode()):
+        with contextlib.suppress(SchemaError):
+            decoder(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_decoders_raise_only_schema_error_on_random_bytes(data: bytes) -> None:
+    for decoder in DECODERS:
+        with contextlib.suppress(SchemaError):
+            decoder(data)
