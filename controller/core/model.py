@@ -65,6 +65,12 @@ class ProbeSettings:
     login_timeout_s: float = 2.0
     fall: int = 3
     rise: int = 3
+    #: consecutive *definite* failures (refused, host key changed, login/exec impossible) to go down
+    definite_fall: int = 2
+    #: level-2 re-check interval while the login level is not up (fast confirm, fast recovery)
+    login_retry_s: float = 0.5
+    #: threads for level-2 logins (one login per host at a time)
+    login_workers: int = 16
     user: str = "clusterip-probe"
     key_file: str = "/etc/clusterip-failover/probe_key"
     known_hosts: str = "/etc/clusterip-failover/known_hosts"
