@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address
-from struct import Struct
+from struct import Struct, unpack
 
 from controller.core.model import HASH_MODES, Backend, HashMode, HashSettings, IPAddress
 
@@ -103,56 +103,51 @@ def _mix(a: int, b: int, c: int) -> tuple[int, int, int]:
     return a, b, c
 
 
-def jhash(key: bytes, initval: int) -> int:
-    """Linux jhash(key, len(key), initval): lookup3 hashlittle() on a little-endian CPU.
+def _words_core(words: Sequence[int], a: int) -> int:
+    """Body shared by jhash() and jhash2() once the key is u32 words and a = b = c = initial state.
 
-    The kernel reads full 12-byte blocks with __get_unaligned_cpu32 (native = little-endian on x86)
-    and the tail byte by byte into the same little-endian positions, so on x86 the whole key is
-    consumed as little-endian u32 words, zero-padded. Length 0 returns the initial state unmixed.
+    "while (length > 3)" / "while (length > 12)": every block but the last 1..3 words is mixed; the
+    last block is added (missing words count as 0, exactly like the kernel's fall-through tail
+    switch) and finalised. An empty key returns the initial state unmixed ("case 0: break").
     """
-    length = len(key)
-    a = b = c = (JHASH_INITVAL + length + initval) & _M
-    if length == 0:
-        return c
-    # Pad to a whole number of words; the kernel's tail switch adds exactly these bytes.
-    padded = bytes(key) + b"\0" * (-length % 12)
-    offset = 0
-    # "while (length > 12)": all but the last block are mixed; the last (1..12 bytes) is finalised.
-    while length > 12:
-        a = (a + int.from_bytes(padded[offset : offset + 4], "little")) & _M
-        b = (b + int.from_bytes(padded[offset + 4 : offset + 8], "little")) & _M
-        c = (c + int.from_bytes(padded[offset + 8 : offset + 12], "little")) & _M
-        a, b, c = _mix(a, b, c)
-        length -= 12
-        offset += 12
-    a = (a + int.from_bytes(padded[offset : offset + 4], "little")) & _M
-    b = (b + int.from_bytes(padded[offset + 4 : offset + 8], "little")) & _M
-    c = (c + int.from_bytes(padded[offset + 8 : offset + 12], "little")) & _M
-    return _final(a, b, c)
-
-
-def jhash2(words: Sequence[int], initval: int) -> int:
-    """Linux jhash2(k, length, initval) over u32 words (lookup3's hashword())."""
-    length = len(words)
-    a = b = c = (JHASH_INITVAL + (length << 2) + initval) & _M
-    if length == 0:
-        return c
+    n = len(words)
+    if n == 0:
+        return a
+    b = c = a
     i = 0
-    # "while (length > 3)": mix all but the last 1..3 words.
-    while length > 3:
+    while n - i > 3:
         a = (a + words[i]) & _M
         b = (b + words[i + 1]) & _M
         c = (c + words[i + 2]) & _M
         a, b, c = _mix(a, b, c)
-        length -= 3
         i += 3
-    # Tail switch: case 3 adds c, case 2 adds b, case 1 adds a, then __jhash_final.
-    if length == 3:
-        c = (c + words[i + 2]) & _M
-    if length >= 2:
-        b = (b + words[i + 1]) & _M
+    rest = n - i
     a = (a + words[i]) & _M
+    if rest >= 2:
+        b = (b + words[i + 1]) & _M
+    if rest == 3:
+        c = (c + words[i + 2]) & _M
     return _final(a, b, c)
+
+
+def jhash(key: bytes, initval: int) -> int:
+    """Linux jhash(key, len(key), initval): lookup3 hashlittle() on a little-endian CPU.
+
+    The kernel reads full 12-byte blocks with __get_unaligned_cpu32 (native = little-endian on x86)
+    and adds the 1..12 tail bytes at the same little-endian positions (k[0] into bits 0-7 of a, k[3]
+    into bits 24-31, ...), so on x86 the key is consumed as zero-padded little-endian u32 words.
+    The seed word differs from jhash2's: the length term is in bytes, not words.
+    """
+    length = len(key)
+    init = (JHASH_INITVAL + length + initval) & _M
+    pad = -length % 4
+    words = unpack(f"<{(length + pad) >> 2}I", bytes(key) + b"\0" * pad) if length else ()
+    return _words_core(words, init)
+
+
+def jhash2(words: Sequence[int], initval: int) -> int:
+    """Linux jhash2(k, length, initval) over u32 words (lookup3's hashword())."""
+    return _words_core(words, (JHASH_INITVAL + (len(words) << 2) + initval) & _M)
 
 
 def jhash_3words(a: int, b: int, c: int, initval: int) -> int:

@@ -79,6 +79,22 @@ SAME_SLASH32 = ipaddress.ip_network("fd12:3456::/32")
 SAME_SLASH32_COUNT = 32
 
 
+#: Fixed sources included in every run, with the buckets the kernel must give them:
+#: address -> {(seed, total): (xt_cluster bucket, nftables bucket)}. tests/unit/test_hashing.py pins
+#: the same table against the Python model (keep the two copies identical), so the unit pins are
+#: kernel facts, not just regression values.
+PINNED: dict[str, dict[tuple[int, int], tuple[int, int]]] = {
+    "198.18.0.10": {(0xDEADBEEF, 4): (1, 1), (0xDEADBEEF, 7): (2, 2), (0xC0FFEE, 4): (4, 4), (0xC0FFEE, 7): (6, 6)},
+    "198.18.18.198": {(0xDEADBEEF, 4): (2, 2), (0xDEADBEEF, 7): (3, 3), (0xC0FFEE, 4): (3, 3), (0xC0FFEE, 7): (4, 4)},
+    "198.19.255.254": {(0xDEADBEEF, 4): (4, 4), (0xDEADBEEF, 7): (6, 6), (0xC0FFEE, 4): (1, 1), (0xC0FFEE, 7): (1, 1)},
+    "fd12:3456::1": {(0xDEADBEEF, 4): (4, 1), (0xDEADBEEF, 7): (6, 2), (0xC0FFEE, 4): (2, 2), (0xC0FFEE, 7): (3, 3)},
+    "fd12:3456:ffff::abcd": {
+        (0xDEADBEEF, 4): (4, 1), (0xDEADBEEF, 7): (6, 1), (0xC0FFEE, 4): (2, 2), (0xC0FFEE, 7): (3, 4),
+    },
+    "fdab:cdef:1::9": {(0xDEADBEEF, 4): (2, 4), (0xDEADBEEF, 7): (3, 7), (0xC0FFEE, 4): (4, 2), (0xC0FFEE, 7): (7, 4)},
+}
+
+
 def _pick_sources(family: str, rng: random.Random) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     """Random sources: IPv4 across 198.18.0.0/15; IPv6 across fd00::/8 (so the top 32 bits vary,
     which is all xt_cluster looks at) plus SAME_SLASH32_COUNT inside one /32."""
@@ -89,9 +105,12 @@ def _pick_sources(family: str, rng: random.Random) -> list[ipaddress.IPv4Address
         nets = [(ipaddress.ip_network("fd00::/8"), SOURCES - SAME_SLASH32_COUNT), (SAME_SLASH32, SAME_SLASH32_COUNT)]
     reserved = {ipaddress.ip_address(a) for a in ("198.18.0.0", "198.18.0.1", "198.18.0.2", "198.19.255.255",
                                                   "fd00::", "fd00::1", "fd00::2")}
-    picked: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    picked: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = {
+        a for a in map(ipaddress.ip_address, PINNED) if a.version == (4 if family == "ipv4" else 6)
+    }
+    wanted = 0
     for net, count in nets:
-        wanted = len(picked) + count
+        wanted += count  # cumulative target; the pinned addresses count towards the first range
         for _ in range(100 * count):  # bounded: the ranges are vastly larger than count
             addr = net[rng.randrange(net.num_addresses)]
             if addr not in reserved:
@@ -300,6 +319,16 @@ def test_predicted_bucket_matches_kernel(pair: Pair) -> None:
                 assert len(per_src) == SOURCES, f"{backend}: rules for {len(per_src)} sources read back"
                 if matched == SOURCES:
                     assert buckets_hit == set(range(1, total + 1)), "some bucket received no source at all"
+    pinned = 0
+    for addr, expect in PINNED.items():
+        if ipaddress.ip_address(addr) not in pair.sources:
+            continue
+        for (seed, total), (xt_k, nft_k) in expect.items():
+            for backend, k in (("xt_cluster", xt_k), ("nftables", nft_k)):
+                hits = {b: n for b, n in observed[backend][(seed, total)][addr].items() if n}
+                assert hits == {k: 1}, f"pinned {addr} {backend} seed={seed:#x} N={total}: kernel {hits}, pin {k}"
+                pinned += 1
+    print(f"[{pair.family}] {pinned} pinned (address, backend, seed, N) cases agree with the kernel")
     if pair.family == "ipv6":
         # Pin the kernel quirk directly: sources sharing a /32 share xt_cluster's bucket.
         for seed in SEEDS:
