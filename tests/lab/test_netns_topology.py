@@ -13,6 +13,7 @@ import ipaddress
 import json
 import socket
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -54,6 +55,24 @@ def mgmt_greeting(address: str, timeout_s: float = 0.5) -> str | None:
         return None
 
 
+def reaches_root_listener(topo: netns.LabTopology, host: str, listener: socket.socket) -> bool:
+    """Can ``host`` open a TCP connection to a root-namespace listener on the management gateway?
+
+    This is the path a node hook takes to a ZooKeeper started with clientPortAddress=mgmt_gateway.
+    """
+    port = listener.getsockname()[1]
+    code = (
+        "import socket,sys\n"
+        "try: socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=0.5).close()\n"
+        "except OSError: sys.exit(3)\n"
+    )
+    argv = [sys.executable, "-c", code, topo.mgmt_gateway, str(port)]
+    proc = netns.nsexec(topo.host(host).namespace, argv, check=False)
+    if proc.returncode not in (0, 3):
+        raise AssertionError(f"connect helper failed: {proc.stderr}")
+    return proc.returncode == 0
+
+
 @pytest.mark.lab_topology(hosts=4, client_sources=256)
 def test_every_source_answered_exactly_once_and_mgmt_cut_spares_clients(lab_topology: netns.LabTopology) -> None:
     topo = lab_topology
@@ -75,8 +94,12 @@ def test_every_source_answered_exactly_once_and_mgmt_cut_spares_clients(lab_topo
 
         # Management: the root namespace reaches every host on its own network, not via the data path.
         assert {h.name: mgmt_greeting(h.mgmt_address) for h in topo.hosts} == {h.name: h.name for h in topo.hosts}
-        netns.link_down(topo, "h2", "mgmt")
+        listener = socket.create_server((topo.mgmt_gateway, 0))  # stands in for ZooKeeper
         try:
+            assert reaches_root_listener(topo, "h2", listener)
+            netns.link_down(topo, "h2", "mgmt")
+            assert not reaches_root_listener(topo, "h2", listener)
+            assert reaches_root_listener(topo, "h1", listener)
             assert mgmt_greeting(topo.host("h2").mgmt_address) is None
             assert mgmt_greeting(topo.host("h1").mgmt_address) == "h1"
             # h2 is cut from ZooKeeper's network but clients still reach it.
@@ -84,6 +107,7 @@ def test_every_source_answered_exactly_once_and_mgmt_cut_spares_clients(lab_topo
             assert tcp_probe(topo, PORT) == expected
         finally:
             netns.link_up(topo, "h2", "mgmt")
+            listener.close()
         assert mgmt_greeting(topo.host("h2").mgmt_address) == "h2"
 
     start = time.monotonic()
