@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -205,6 +206,26 @@ def test_start_retries_with_new_ports_when_a_port_is_taken(monkeypatch: pytest.M
         assert len(calls) == 2
         assert cluster.servers[0].client_port != taken
         assert cluster.servers[0].mode() == "standalone"
+    finally:
+        cluster.stop()
+        squatter.close()
+
+
+def test_start_failure_raises_with_log_tail_and_cleans_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = int(squatter.getsockname()[1])
+    real = ports.free_tcp_ports
+    monkeypatch.setattr(zkmod, "free_tcp_ports", lambda count: [taken, *real(count)[1:]])
+    cluster = ZooKeeperCluster(size=1, port_attempts=1)
+    before = set(Path(tempfile.gettempdir()).glob(f"cipfo-zk-{os.getpid()}-*"))
+    try:
+        with pytest.raises(zkmod.ZooKeeperStartError, match="Address already in use") as info:
+            cluster.start(timeout_s=60)
+        assert "log tail" in str(info.value)
+        assert cluster.servers[0].pid is None
+        assert set(Path(tempfile.gettempdir()).glob(f"cipfo-zk-{os.getpid()}-*")) == before
     finally:
         cluster.stop()
         squatter.close()
