@@ -239,8 +239,9 @@ def read_nft(p: Pair) -> Counts:
                 total, seed, offset, bucket = jh["mod"], jh["seed"], jh.get("offset", 0), match["right"]
             elif "counter" in expr:
                 pkts = expr["counter"]["packets"]
-        assert None not in (src, bucket, pkts, total, seed) and offset == 1, f"unexpected rule {rule}"
-        counts[(seed, total)][src][bucket] = pkts  # type: ignore[index]
+        assert src is not None and bucket is not None and pkts is not None, f"unexpected rule {rule}"
+        assert total is not None and seed is not None and offset == 1, f"unexpected rule {rule}"
+        counts[(seed, total)][src][bucket] = pkts
     return counts
 
 
