@@ -1,7 +1,7 @@
 """The namespace cluster itself works on the real kernel: with xt_cluster rules every client source is
 answered by exactly one host (the one the kernel hash predicts), over UDP and TCP; the management
 network is separate (cutting it leaves clients unaffected); data cuts are silent and reversible;
-long-lived streams report breaks; destroy and remove_stale leave nothing behind.
+long-lived streams report breaks; IPv6 (nft jhash) works too; destroy and remove_stale leave nothing behind.
 
 The xt_cluster rules here are the hand-written ones from notes/kernel-lab.md, only to prove the
 topology; the product's backends are tested elsewhere with these fixtures.
@@ -23,7 +23,7 @@ from clusterlab import netns
 from clusterlab.errors import LabError
 from clusterlab.traffic import Responders, TcpStreams, tcp_probe, udp_probe
 
-from controller.core.hashing import xt_cluster_bucket
+from controller.core.hashing import nftables_bucket, xt_cluster_bucket
 
 pytestmark = pytest.mark.lab
 
@@ -155,6 +155,31 @@ def test_streams_survive_and_report_a_cut(lab_topology: netns.LabTopology) -> No
             assert not rep.broken, (src, rep)
             assert rep.sent > 100 and rep.received >= rep.sent - 2, (src, rep)
     print(f"\nstream max rtt ms: {max(r.max_rtt_ms for r in reports.values()):.2f}")
+
+
+def install_nft_v6(topo: netns.LabTopology, host: netns.LabHost, total: int) -> None:
+    """IPv6 needs nft's jhash (xt_cluster hashes only an IPv6 source's top 32 bits)."""
+    match = f'iifname "{topo.interface}" ip6 daddr {topo.vip6}'
+    ruleset = (
+        "table ip6 labcheck {\n chain pre { type filter hook prerouting priority raw; policy accept;\n"
+        f"  {match} jhash ip6 saddr mod {total} seed {hex(SEED)} offset 1 == {host.index}"
+        " meta pkttype set host accept\n"
+        f"  {match} drop\n }}\n}}\n"
+    )
+    netns.nsexec(host.namespace, ["nft", "-f", "-"], input=ruleset)
+
+
+@pytest.mark.lab_topology(hosts=3, client_sources=64, ipv6=True)
+def test_ipv6_sources_answered_exactly_once(lab_topology: netns.LabTopology) -> None:
+    topo = lab_topology
+    assert topo.vip6 and len(topo.client_sources6) == 64
+    for host in topo.hosts:
+        install_nft_v6(topo, host, total=3)
+    expected = {s: f"h{nftables_bucket(ipaddress.IPv6Address(s), 3, SEED)}" for s in topo.client_sources6}
+    assert set(expected.values()) == {"h1", "h2", "h3"}
+    with Responders(topo, PORT):
+        assert udp_probe(topo, PORT, topo.client_sources6) == {s: [h] for s, h in expected.items()}
+        assert tcp_probe(topo, PORT, topo.client_sources6) == expected
 
 
 def test_remove_stale_removes_only_labs_whose_creator_is_gone(

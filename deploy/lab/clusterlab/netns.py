@@ -10,6 +10,7 @@ Layout (``P`` = run prefix such as ``cif3fa2``; every name carries it so paralle
       P-hK : eth0 = 198.18.0.(10+K)/22 + VIP/32, multicast MAC joined (ip maddr), arp_announce=2
       P-cl : eth0 = 198.18.0.2/22 + many /32 source addresses 198.18.1.0, 198.18.1.1, ...
              and (by default) a permanent neighbour entry VIP -> cluster MAC
+    with ipv6=True the same again on 2001:2::/64 (VIP 2001:2::100, sources 2001:2::1:0, ...), no DAD
     management (separate, root namespace; for ZooKeeper / controller / probes):
       root : bridge Pmb = 198.19.S.1/24 ("mgmt_gateway"), ports PmK
       P-hK : mgmt0 = 198.19.S.(10+K)/24
@@ -51,6 +52,11 @@ FIRST_SOURCE = ipaddress.IPv4Address("198.18.1.0")
 LAST_SOURCE = ipaddress.IPv4Address("198.18.3.254")
 MAX_SOURCES = int(LAST_SOURCE) - int(FIRST_SOURCE) + 1
 MGMT_NET = ipaddress.IPv4Network("198.19.0.0/16")
+# IPv6 (optional, namespaces only): benchmarking range 2001:2::/48; hosts 2001:2::11.., VIP 2001:2::100,
+# client 2001:2::2 and sources 2001:2::1:0, 2001:2::1:1, ...
+DATA_NET6 = ipaddress.IPv6Network("2001:2::/64")
+CLIENT_ADDRESS6 = "2001:2::2"
+VIP6 = "2001:2::100"
 MAX_HOSTS = 32  # xt_cluster's nodemask is 32 bits; also keeps root link names <= 15 chars
 INTERFACE = "eth0"
 MGMT_INTERFACE = "mgmt0"
@@ -79,6 +85,7 @@ class LabHost:
     mgmt_address: str  # 198.19.S.11
     bridge_port: str  # name of its port on the data bridge (inside bridge_ns)
     mgmt_link: str  # root-namespace end of its management veth (port of mgmt_bridge)
+    address6: str | None = None  # 2001:2::11 when built with ipv6=True
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,8 @@ class LabTopology:
     mgmt_bridge: str
     mgmt_gateway: str
     mgmt_subnet: str
+    vip6: str | None = None  # set when built with ipv6=True
+    client_sources6: tuple[str, ...] = ()
 
     def host(self, name: str) -> LabHost:
         for host in self.hosts:
@@ -271,6 +280,10 @@ def _host_address(index: int) -> ipaddress.IPv4Address:
     return DATA_NET.network_address + 10 + index
 
 
+def _host_address6(index: int) -> str:
+    return f"2001:2::{10 + index}"  # reads like the IPv4 one: h1 = 198.18.0.11 / 2001:2::11
+
+
 def new_prefix(owner_tag: str = "cif") -> str:
     """A fresh run prefix ``<tag><4 hex>`` not used by any namespace or record on this machine."""
     if not _TAG_RE.match(owner_tag):
@@ -298,20 +311,18 @@ def build(
 ) -> LabTopology:
     """Create the namespaces, bridges and addresses; on any failure everything made so far is removed."""
     _check_build_args(prefix, hosts, client_sources, vip, cluster_mac)
-    if ipv6:
-        raise LabError("ipv6=True is not implemented in the lab yet: build with ipv6=False")
     if any(ns.startswith(prefix + "-") for ns in list_namespaces()):
         raise LabError(f"lab prefix {prefix!r} is already in use: destroy({prefix!r}) or use new_prefix()")
     _write_record(prefix, {"hosts": hosts})
     try:
-        return _build(prefix, hosts, client_sources, vip, cluster_mac.lower(), client_static_neigh)
+        return _build(prefix, hosts, client_sources, vip, cluster_mac.lower(), client_static_neigh, ipv6)
     except BaseException:
         destroy(prefix)
         raise
 
 
 def _build(
-    prefix: str, n_hosts: int, n_sources: int, vip: str, mac: str, static_neigh: bool
+    prefix: str, n_hosts: int, n_sources: int, vip: str, mac: str, static_neigh: bool, ipv6: bool
 ) -> LabTopology:
     bridge_ns, client_ns = f"{prefix}-br", f"{prefix}-cl"
     host_ns = [f"{prefix}-h{k}" for k in range(1, n_hosts + 1)]
@@ -325,6 +336,14 @@ def _build(
         "net.ipv4.conf.default.rp_filter=0",
     ]
     nsexec(bridge_ns, ["sysctl", "-q", "-w", *base_sysctls])
+    # With IPv6: enabled on hosts and client only, without DAD (addresses usable at once) or RAs.
+    end_sysctls = base_sysctls
+    if ipv6:
+        end_sysctls = [
+            *base_sysctls[2:],
+            *(f"net.ipv6.conf.{c}.{k}={v}" for c in ("all", "default", INTERFACE)
+              for k, v in (("disable_ipv6", 0), ("accept_dad", 0), ("accept_ra", 0))),
+        ]
     # Bridged frames must not traverse the bridge namespace's netfilter (br_netfilter may be loaded).
     for knob in ("iptables", "ip6tables", "arptables"):
         nsexec(bridge_ns, ["sysctl", "-q", "-w", f"net.bridge.bridge-nf-call-{knob}=0"], check=False)
@@ -371,7 +390,7 @@ def _build(
     for k, ns in enumerate(host_ns, start=1):
         addr, mgmt_addr = _host_address(k), subnet.network_address + 10 + k
         sysctls = [
-            *base_sysctls,
+            *end_sysctls,
             "net.ipv4.conf.all.arp_announce=2",
             f"net.ipv4.conf.{INTERFACE}.arp_announce=2",
             f"net.ipv4.conf.{INTERFACE}.rp_filter=0",
@@ -391,18 +410,28 @@ def _build(
         )
         # Not in the batch: iproute2 6.1 silently ends a batch after any `maddr` line.
         _run(["ip", "-n", ns, "maddr", "add", mac, "dev", INTERFACE], f"joining {mac} on {ns}")
-        hosts.append(LabHost(f"h{k}", ns, str(addr), k, str(mgmt_addr), f"h{k}", f"{prefix}m{k}"))
+        addr6 = _host_address6(k) if ipv6 else None
+        if addr6:
+            lines6 = [f"addr add {addr6}/64 dev {INTERFACE} nodad", f"addr add {VIP6}/128 dev {INTERFACE} nodad"]
+            _batch(ns, lines6, f"adding IPv6 to host {ns}")
+        hosts.append(LabHost(f"h{k}", ns, str(addr), k, str(mgmt_addr), f"h{k}", f"{prefix}m{k}", addr6))
 
     sources = tuple(str(FIRST_SOURCE + i) for i in range(n_sources))
-    nsexec(client_ns, ["sysctl", "-q", "-w", *base_sysctls, f"net.ipv4.conf.{INTERFACE}.rp_filter=0"])
+    sources6 = tuple(f"2001:2::1:{i:x}" for i in range(n_sources)) if ipv6 else ()
+    nsexec(client_ns, ["sysctl", "-q", "-w", *end_sysctls, f"net.ipv4.conf.{INTERFACE}.rp_filter=0"])
     lines = [
         "link set lo up",
         f"addr add {CLIENT_ADDRESS}/{DATA_NET.prefixlen} dev {INTERFACE}",
         *(f"addr add {src}/32 dev {INTERFACE}" for src in sources),
         f"link set {INTERFACE} up",
     ]
+    if ipv6:
+        lines.append(f"addr add {CLIENT_ADDRESS6}/64 dev {INTERFACE} nodad")
+        lines += [f"addr add {src}/128 dev {INTERFACE} nodad" for src in sources6]
     if static_neigh:
         lines.append(f"neigh replace {vip} lladdr {mac} dev {INTERFACE} nud permanent")
+        if ipv6:
+            lines.append(f"neigh replace {VIP6} lladdr {mac} dev {INTERFACE} nud permanent")
     _batch(client_ns, lines, "configuring the client")
 
     return LabTopology(
@@ -420,6 +449,8 @@ def _build(
         mgmt_bridge=mgmt_bridge,
         mgmt_gateway=str(gateway),
         mgmt_subnet=str(subnet),
+        vip6=VIP6 if ipv6 else None,
+        client_sources6=sources6,
     )
 
 

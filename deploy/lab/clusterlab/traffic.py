@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import ipaddress
 import json
 import os
 import selectors
@@ -38,28 +39,46 @@ from clusterlab.netns import LabTopology, popen_in
 LAB_DIR = Path(__file__).resolve().parent.parent  # deploy/lab, wherever the checkout is
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; CPython 3.11 does not export it
 _PKTINFO = struct.Struct("I4s4s")  # struct in_pktinfo { ifindex; spec_dst; addr }
+_PKTINFO6 = struct.Struct("16sI")  # struct in6_pktinfo { addr; ifindex }
 _MAX_SECONDS = 900.0  # hard bound on any in-namespace loop
 
 
 # --------------------------------------------------------------------------- in-namespace programs
 
 
-def run_responder(name: str, port: int, bind: str = "0.0.0.0") -> None:
-    """Answer UDP and TCP on ``port`` until SIGTERM; prints ``ready`` once both sockets listen."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    payload = name.encode()
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.setsockopt(socket.SOL_IP, IP_PKTINFO, 1)
-    udp.bind((bind, port))
-    udp.setblocking(False)
-    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _listen(family: socket.AddressFamily, bind: str, port: int) -> tuple[socket.socket, socket.socket]:
+    """A UDP socket that reports each datagram's destination address, and a TCP listener."""
+    udp = socket.socket(family, socket.SOCK_DGRAM)
+    tcp = socket.socket(family, socket.SOCK_STREAM)
+    if family == socket.AF_INET6:
+        for sock in (udp, tcp):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+    else:
+        udp.setsockopt(socket.SOL_IP, IP_PKTINFO, 1)
     tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    udp.bind((bind, port))
     tcp.bind((bind, port))
     tcp.listen(1024)
+    udp.setblocking(False)
     tcp.setblocking(False)
+    return udp, tcp
+
+
+def run_responder(name: str, port: int, bind: str = "0.0.0.0") -> None:
+    """Answer UDP and TCP on ``port`` (IPv4, and IPv6 on ``::`` if the namespace has it) until SIGTERM.
+
+    Prints ``ready`` once the sockets listen, so the starter knows when probing may begin.
+    """
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    payload = name.encode()
     sel = selectors.DefaultSelector()
-    sel.register(udp, selectors.EVENT_READ, "udp")
-    sel.register(tcp, selectors.EVENT_READ, "listen")
+    socks = [_listen(socket.AF_INET, bind, port)]
+    with contextlib.suppress(OSError):  # IPv6 disabled in this namespace: IPv4 only
+        socks.append(_listen(socket.AF_INET6, "::", port))
+    for udp, tcp in socks:
+        sel.register(udp, selectors.EVENT_READ, "udp")
+        sel.register(tcp, selectors.EVENT_READ, "listen")
     print("ready", flush=True)
     while True:
         for key, _ in sel.select():
@@ -79,17 +98,22 @@ def run_responder(name: str, port: int, bind: str = "0.0.0.0") -> None:
 
 def _answer_udp(sock: socket.socket, payload: bytes) -> None:
     # Reply from the address the datagram was sent to (the VIP), not the interface's primary one.
+    v6 = sock.family == socket.AF_INET6
     while True:
         try:
-            _, ancdata, _, peer = sock.recvmsg(2048, socket.CMSG_SPACE(_PKTINFO.size))
+            _, ancdata, _, peer = sock.recvmsg(2048, socket.CMSG_SPACE(_PKTINFO6.size if v6 else _PKTINFO.size))
         except BlockingIOError:
             return
-        local = b"\0\0\0\0"
+        cmsg: list[tuple[int, int, bytes]] = []
         for level, kind, data in ancdata:
-            if level == socket.SOL_IP and kind == IP_PKTINFO:
+            if not v6 and level == socket.SOL_IP and kind == IP_PKTINFO:
                 local = _PKTINFO.unpack(data[: _PKTINFO.size])[2]
+                cmsg = [(socket.SOL_IP, IP_PKTINFO, _PKTINFO.pack(0, local, b"\0" * 4))]
+            elif v6 and level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+                local = _PKTINFO6.unpack(data[: _PKTINFO6.size])[0]
+                cmsg = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, _PKTINFO6.pack(local, 0))]
         with contextlib.suppress(OSError):
-            sock.sendmsg([payload], [(socket.SOL_IP, IP_PKTINFO, _PKTINFO.pack(0, local, b"\0" * 4))], 0, peer)
+            sock.sendmsg([payload], cmsg, 0, peer)
 
 
 def _echo(sel: selectors.BaseSelector, conn: socket.socket) -> None:
@@ -106,13 +130,18 @@ def _echo(sel: selectors.BaseSelector, conn: socket.socket) -> None:
     conn.close()
 
 
+def _family(address: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
 def run_udp_client(vip: str, port: int, sources: Sequence[str], window_s: float) -> dict[str, list[str]]:
     """One datagram from each source; every reply within the window is kept (duplicates show)."""
     sel = selectors.DefaultSelector()
     answers: dict[str, list[str]] = {src: [] for src in sources}
+    vip_addr = ipaddress.ip_address(vip)
     socks = []
     for src in sources:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock = socket.socket(_family(src), socket.SOCK_DGRAM)
         sock.bind((src, 0))
         sock.setblocking(False)
         sel.register(sock, selectors.EVENT_READ, src)
@@ -124,11 +153,12 @@ def run_udp_client(vip: str, port: int, sources: Sequence[str], window_s: float)
         for key, _ in sel.select(remaining):
             while True:
                 try:
-                    data, (addr, _) = key.fileobj.recvfrom(2048)  # type: ignore[union-attr]
+                    data, peer = key.fileobj.recvfrom(2048)  # type: ignore[union-attr]
                 except (BlockingIOError, ConnectionRefusedError):
                     break
                 name = data.decode(errors="replace")
-                answers[key.data].append(name if addr == vip else f"{name}!from:{addr}")
+                addr = ipaddress.ip_address(peer[0])
+                answers[key.data].append(name if addr == vip_addr else f"{name}!from:{addr}")
     for sock in socks:
         sock.close()
     return answers
@@ -141,7 +171,7 @@ def run_tcp_client(vip: str, port: int, sources: Sequence[str], timeout_s: float
     buffers: dict[str, bytes] = {}
     conns: dict[str, socket.socket] = {}
     for src in sources:
-        conns[src] = new = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        conns[src] = new = socket.socket(_family(src), socket.SOCK_STREAM)
         new.bind((src, 0))
         new.setblocking(False)
         new.connect_ex((vip, port))
@@ -247,7 +277,7 @@ def run_tcp_connections(
     """Open one connection per source and read its greeting; kept open for the stream client."""
     out: dict[str, tuple[socket.socket | None, str | None]] = {}
     for src in sources:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(_family(src), socket.SOCK_STREAM)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((src, 0))
         sock.settimeout(timeout_s)
@@ -303,12 +333,27 @@ def _source_list(topology: LabTopology, sources: Iterable[str] | None) -> list[s
     return chosen
 
 
+def _vip_for(topology: LabTopology, sources: Sequence[str]) -> str:
+    """The VIP of the sources' address family (all sources must share one family)."""
+    families = {_family(src) for src in sources}
+    if len(families) > 1:
+        raise LabError("sources mix IPv4 and IPv6: probe topology.client_sources and client_sources6 separately")
+    if families == {socket.AF_INET6}:
+        if topology.vip6 is None:
+            raise LabError(f"IPv6 sources given but lab {topology.prefix} has no IPv6: build(..., ipv6=True)")
+        return topology.vip6
+    return topology.vip
+
+
 def udp_probe(
     topology: LabTopology, port: int, sources: Iterable[str] | None = None, window_s: float = 0.5
 ) -> dict[str, list[str]]:
-    """source -> host names that answered one datagram sent from it to the VIP (all replies kept)."""
+    """source -> host names that answered one datagram sent from it to the VIP (all replies kept).
+
+    ``sources`` defaults to all IPv4 sources; pass ``topology.client_sources6`` to probe the IPv6 VIP.
+    """
     srcs = _source_list(topology, sources)
-    args = ["udp", "--vip", topology.vip, "--port", str(port), "--window", str(window_s)]
+    args = ["udp", "--vip", _vip_for(topology, srcs), "--port", str(port), "--window", str(window_s)]
     result: dict[str, list[str]] = _run_client(topology, [*args, "--sources", ",".join(srcs)], window_s + 30)
     return result
 
@@ -318,7 +363,7 @@ def tcp_probe(
 ) -> dict[str, str | None]:
     """source -> host name greeting a TCP connection from it to the VIP (None: no answer in time)."""
     srcs = _source_list(topology, sources)
-    args = ["tcp", "--vip", topology.vip, "--port", str(port), "--timeout", str(timeout_s)]
+    args = ["tcp", "--vip", _vip_for(topology, srcs), "--port", str(port), "--timeout", str(timeout_s)]
     result: dict[str, str | None] = _run_client(topology, [*args, "--sources", ",".join(srcs)], timeout_s + 30)
     return result
 
@@ -420,8 +465,8 @@ class TcpStreams:
 
     def start(self, timeout_s: float = 30.0) -> TcpStreams:
         args = traffic_argv(
-            "stream", "--vip", self.topology.vip, "--port", str(self.port), "--interval", str(self.interval_s),
-            "--stall", str(self.stall_s), "--sources", ",".join(self.sources),
+            "stream", "--vip", _vip_for(self.topology, self.sources), "--port", str(self.port),
+            "--interval", str(self.interval_s), "--stall", str(self.stall_s), "--sources", ",".join(self.sources),
         )
         self.proc = popen_in(
             self.topology.client_ns, args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
