@@ -1,0 +1,210 @@
+"""Level 1: TCP connect and read the ``SSH-2.0-`` banner, many probes at once on one selector.
+
+Non-blocking sockets on ``selectors`` (epoll): a probe costs a socket and a heap entry, not a
+thread, so one core can watch hundreds of hosts. A hung sshd still completes TCP handshakes (the
+kernel does that), so the banner deadline is what catches it. Ready sockets are handled before
+deadlines are expired: if this process itself was late (CPU starved), a banner that arrived in
+time is not counted as a timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import heapq
+import itertools
+import os
+import selectors
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from controller.probes.errors import (
+    BadBanner,
+    BannerTimeout,
+    ConnectionClosed,
+    ConnectRefused,
+    ConnectTimeout,
+    ProbeError,
+    Unreachable,
+)
+from controller.probes.target import ProbeTarget
+
+#: SO_LINGER 0: close with a reset so thousands of probes a second leave no TIME_WAIT behind.
+_LINGER_RESET = struct.pack("ii", 1, 0)
+_MAX_PREAMBLE = 8192  # RFC 4253 lets a server send lines before its banner; bound them
+
+#: Called with the target, the latency in ms on success or the error, and the banner line.
+Outcome = Callable[[ProbeTarget, float | None, ProbeError | None], None]
+
+
+@dataclass
+class _Probe:
+    target: ProbeTarget
+    sock: socket.socket
+    started: float
+    deadline: float
+    connected: bool = False
+    buf: bytes = b""
+    seq: int = field(default=0)
+
+
+class BannerProber:
+    """Runs level-1 probes on a selector the caller owns and polls (see ``ProbeScheduler``)."""
+
+    def __init__(
+        self,
+        selector: selectors.BaseSelector,
+        connect_timeout_s: float,
+        banner_timeout_s: float,
+        on_outcome: Outcome,
+    ) -> None:
+        self._sel = selector
+        self._connect_timeout = connect_timeout_s
+        self._banner_timeout = banner_timeout_s
+        self._on_outcome = on_outcome
+        self._deadlines: list[tuple[float, int, _Probe]] = []
+        self._live: dict[int, _Probe] = {}
+        self._seq = itertools.count()
+        self.started_total = 0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._live)
+
+    def start(self, target: ProbeTarget, family: socket.AddressFamily, ip: str, now: float) -> None:
+        """Begin one probe; the outcome arrives through ``on_outcome`` from ``handle``/``expire``."""
+        self.started_total += 1
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:
+            self._on_outcome(target, None, Unreachable(f"cannot create socket: {exc.strerror}"))
+            return
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        err = sock.connect_ex((ip, target.port))
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            self._on_outcome(target, None, _connect_error(err, target))
+            return
+        probe = _Probe(target, sock, now, now + self._connect_timeout, seq=next(self._seq))
+        self._live[probe.seq] = probe
+        heapq.heappush(self._deadlines, (probe.deadline, probe.seq, probe))
+        self._sel.register(sock, selectors.EVENT_WRITE, probe)
+
+    def next_deadline(self) -> float | None:
+        while self._deadlines and self._deadlines[0][1] not in self._live:
+            heapq.heappop(self._deadlines)
+        return self._deadlines[0][0] if self._deadlines else None
+
+    def handle(self, probe: _Probe, mask: int, now: float) -> None:
+        """Advance a probe whose socket is ready."""
+        if probe.seq not in self._live:
+            return
+        if not probe.connected:
+            err = probe.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self._finish(probe, None, _connect_error(err, probe.target))
+                return
+            probe.connected = True
+            probe.deadline = now + self._banner_timeout
+            heapq.heappush(self._deadlines, (probe.deadline, probe.seq, probe))
+            self._sel.modify(probe.sock, selectors.EVENT_READ, probe)
+            return
+        try:
+            chunk = probe.sock.recv(1024)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._finish(probe, None, ConnectionClosed(f"connection error before banner: {exc.strerror}"))
+            return
+        if not chunk:
+            self._finish(probe, None, ConnectionClosed("connection closed before banner"))
+            return
+        probe.buf += chunk
+        verdict = _parse(probe.buf)
+        if verdict is True:
+            self._finish(probe, (now - probe.started) * 1000.0, None)
+        elif isinstance(verdict, ProbeError):
+            self._finish(probe, None, verdict)
+
+    def expire(self, now: float) -> None:
+        """Fail every probe whose deadline passed."""
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, seq, probe = heapq.heappop(self._deadlines)
+            if seq not in self._live or deadline != probe.deadline:
+                continue  # finished, or moved on to its banner deadline
+            if probe.connected:
+                err: ProbeError = BannerTimeout(f"banner timeout {self._banner_timeout * 1000:.0f} ms")
+            else:
+                err = ConnectTimeout(f"connect timeout {self._connect_timeout * 1000:.0f} ms")
+            self._finish(probe, None, err)
+
+    def cancel_all(self) -> None:
+        for probe in list(self._live.values()):
+            self._close(probe)
+        self._deadlines.clear()
+
+    def _finish(self, probe: _Probe, latency_ms: float | None, err: ProbeError | None) -> None:
+        self._close(probe)
+        self._on_outcome(probe.target, latency_ms, err)
+
+    def _close(self, probe: _Probe) -> None:
+        self._live.pop(probe.seq, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(probe.sock)
+        probe.sock.close()
+
+
+def _parse(buf: bytes) -> bool | ProbeError | None:
+    """True on an SSH-2 banner, an error on a wrong one, None while more bytes are needed."""
+    for line in buf.split(b"\n")[:-1] if b"\n" in buf else []:
+        if line.startswith(b"SSH-"):
+            return _judge(line)
+    tail = buf.rsplit(b"\n", 1)[-1]
+    if tail.startswith(b"SSH-2.0-") or tail.startswith(b"SSH-1.99-"):
+        return True  # the version prefix is all we need; no need to wait for the line end
+    if len(buf) > _MAX_PREAMBLE:
+        return BadBanner("no SSH banner in the first 8 KiB")
+    return None
+
+
+def _judge(line: bytes) -> bool | ProbeError:
+    if line.startswith(b"SSH-2.0-") or line.startswith(b"SSH-1.99-"):
+        return True
+    text = line.strip().decode("ascii", "replace")[:60]
+    return BadBanner(f"not an SSH-2 server: {text!r}")
+
+
+def _connect_error(err: int, target: ProbeTarget) -> ProbeError:
+    if err == errno.ECONNREFUSED:
+        return ConnectRefused("connection refused")
+    if err == errno.ETIMEDOUT:
+        return ConnectTimeout("connect timed out")
+    return Unreachable(f"cannot connect to {target.label}: {errno.errorcode.get(err, err)} {os.strerror(err)}")
+
+
+def probe_banner(target: ProbeTarget, connect_timeout_s: float, banner_timeout_s: float) -> float:
+    """One blocking level-1 probe (CLI, tests): the latency in ms, or raises a ``ProbeError``."""
+    family, ip = target.resolved()
+    outcome: list[tuple[float | None, ProbeError | None]] = []
+    with selectors.DefaultSelector() as sel:
+        prober = BannerProber(sel, connect_timeout_s, banner_timeout_s, lambda _t, ms, e: outcome.append((ms, e)))
+        prober.start(target, family, ip, time.monotonic())
+        limit = time.monotonic() + connect_timeout_s + banner_timeout_s + 1.0
+        while not outcome and time.monotonic() < limit:
+            deadline = prober.next_deadline()
+            wait = max(0.0, deadline - time.monotonic()) if deadline is not None else 0.05
+            for key, mask in sel.select(wait):
+                prober.handle(key.data, mask, time.monotonic())
+            prober.expire(time.monotonic())
+        prober.cancel_all()
+    if not outcome:
+        raise ConnectTimeout("probe did not finish")
+    latency, err = outcome[0]
+    if err is not None:
+        raise err
+    assert latency is not None
+    return latency

@@ -1,0 +1,279 @@
+"""Runs level-1 and level-2 probes for many hosts in parallel and reports health transitions at once.
+
+One thread drives every level-1 probe on a selector (no thread per host); level-2 logins run in a
+small bounded thread pool with at most one login per host in flight. A slow or hung host only
+holds its own sockets, never delays the others. Each result goes through the pure
+``HealthTracker``; a transition calls ``on_change`` immediately from the probing thread, so the
+controller reacts to a dead host at once instead of at its next tick.
+
+Probes run at a fixed rate, not "interval after the previous one finished": with a banner timeout
+longer than the interval, the probes of a hung host overlap and ``fall`` failures arrive one
+interval apart, which is what bounds detection to about ``(fall - 1) * interval + banner_timeout``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import resource
+import selectors
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from controller.core.health import HealthTracker, ProbeResult, Thresholds
+from controller.core.model import HostHealth, ProbeSettings
+from controller.probes.banner import BannerProber
+from controller.probes.errors import ProbeConfigError, ProbeError
+from controller.probes.known_hosts import KnownHosts
+from controller.probes.login import LoginProber, load_probe_key
+from controller.probes.target import ProbeTarget
+from controller.probes.watchdog import Watchdog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Slot:
+    """Per-host schedule (owned by the probe thread, except ``login_due`` set by login workers)."""
+
+    target: ProbeTarget
+    family: socket.AddressFamily
+    ip: str
+    due: float
+    login_due: float
+    login_running: bool = False
+
+
+@dataclass
+class ProbeStats:
+    level1: int = 0
+    level2: int = 0
+    transitions: int = 0
+
+
+class ProbeScheduler:
+    """Probe many hosts; keep their ``HostHealth``; call ``on_change`` on every transition.
+
+    ``on_change`` runs on a probe thread, serialised (never two calls at once): keep it short
+    (hand the event to the controller's own queue).
+    """
+
+    def __init__(
+        self,
+        targets: Sequence[ProbeTarget],
+        settings: ProbeSettings,
+        on_change: Callable[[HostHealth], None],
+    ) -> None:
+        _validate(settings)
+        self.settings = settings
+        self._on_change = on_change
+        self._login_enabled = settings.login_interval_s > 0
+        levels: tuple[int, ...] = (1, 2) if self._login_enabled else (1,)
+        self._tracker = HealthTracker(
+            Thresholds(settings.fall, settings.rise, settings.definite_fall, levels),  # type: ignore[arg-type]
+        )
+        self._lock = threading.RLock()  # tracker, slots and on_change delivery
+        self._slots: dict[str, _Slot] = {}
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._banner = BannerProber(self._sel, settings.connect_timeout_s, settings.banner_timeout_s, self._on_banner)
+        self._max_sockets = _socket_budget()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._watchdog: Watchdog | None = None
+        self._login: LoginProber | None = None
+        self.stats = ProbeStats()
+        self.set_targets(targets)
+
+    # ------------------------------------------------------------------ public API
+
+    def start(self) -> None:
+        """Start probing (returns at once). Level-2 set-up errors raise ``ProbeConfigError`` here."""
+        if self._thread is not None:
+            return
+        if self._login_enabled:
+            s = self.settings
+            known = KnownHosts(s.known_hosts, s.first_contact)
+            self._watchdog = Watchdog()
+            self._login = LoginProber(
+                s.user, load_probe_key(s.key_file), known, s.command, s.connect_timeout_s, s.login_timeout_s,
+                self._watchdog,
+            )
+            self._pool = concurrent.futures.ThreadPoolExecutor(s.login_workers, thread_name_prefix="probe-login")
+        self._thread = threading.Thread(target=self._run, name="probe-banner", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop probing and release every socket and thread (idempotent)."""
+        self._stop.set()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
+        self._banner.cancel_all()
+        self._sel.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def snapshot(self) -> dict[str, HostHealth]:
+        with self._lock:
+            return dict(self._tracker.snapshot())
+
+    def set_targets(self, targets: Sequence[ProbeTarget]) -> None:
+        """Replace the set of hosts; hosts that stay keep their state, new ones start UNKNOWN."""
+        ids = [t.host_id for t in targets]
+        if len(set(ids)) != len(ids):
+            raise ProbeConfigError("probe targets have duplicate host ids: give every host a unique id")
+        resolved = {t.host_id: (t, *t.resolved()) for t in targets}
+        now_wall, now = time.time(), time.monotonic()
+        interval = self.settings.interval_s
+        with self._lock:
+            for host_id in list(self._slots):
+                if host_id not in resolved or self._slots[host_id].target != resolved[host_id][0]:
+                    del self._slots[host_id]
+                    self._tracker.forget(host_id)
+            for host_id, (target, family, ip) in resolved.items():
+                if host_id in self._slots:
+                    continue
+                # Spread hosts over the interval so probes (and CPU) are smooth, not bursts.
+                phase = (zlib.crc32(host_id.encode()) % 1000) / 1000.0
+                self._slots[host_id] = _Slot(target, family, ip, now + phase * interval, now + phase * interval)
+                self._tracker.add(host_id, now_wall)
+        self._wake()
+
+    # ------------------------------------------------------------------ probe thread
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._start_due(time.monotonic())
+                wait = self._next_wake(time.monotonic())
+                events = self._sel.select(wait)
+                now = time.monotonic()
+                for key, mask in events:  # ready sockets first: our own lateness is no timeout
+                    if key.data is None:
+                        self._drain_wake()
+                    else:
+                        self._banner.handle(key.data, mask, now)
+                self._banner.expire(time.monotonic())
+        except Exception:
+            log.exception("probe loop crashed; hosts will stop changing state")
+            raise
+
+    def _start_due(self, now: float) -> None:
+        interval = self.settings.interval_s
+        with self._lock:
+            slots = list(self._slots.values())
+        for slot in slots:
+            if slot.due <= now:
+                if self._banner.in_flight < self._max_sockets:
+                    self._banner.start(slot.target, slot.family, slot.ip, now)
+                    self.stats.level1 += 1
+                # Fixed rate; if this thread was late, skip missed ticks rather than burst them.
+                slot.due += interval * max(1, int((now - slot.due) // interval) + 1)
+            if self._login is not None and not slot.login_running and slot.login_due <= now:
+                slot.login_running = True
+                assert self._pool is not None
+                self._pool.submit(self._login_once, slot)
+
+    def _next_wake(self, now: float) -> float:
+        with self._lock:
+            candidates = [s.due for s in self._slots.values()]
+            if self._login is not None:
+                candidates += [s.login_due for s in self._slots.values() if not s.login_running]
+        deadline = self._banner.next_deadline()
+        if deadline is not None:
+            candidates.append(deadline)
+        if not candidates:
+            return 1.0
+        return min(1.0, max(0.0, min(candidates) - now))
+
+    def _on_banner(self, target: ProbeTarget, latency_ms: float | None, err: ProbeError | None) -> None:
+        if err is None:
+            self._record(target, ProbeResult(target.host_id, 1, True, latency_ms, "banner ok", time.time()))
+        else:
+            self._record(target, ProbeResult(target.host_id, 1, False, None, err.reason, time.time(), err.definite))
+
+    # ------------------------------------------------------------------ login workers
+
+    def _login_once(self, slot: _Slot) -> None:
+        assert self._login is not None
+        target = slot.target
+        try:
+            latency = self._login.probe(target)
+            result = ProbeResult(target.host_id, 2, True, latency, "login ok", time.time())
+        except ProbeError as err:
+            result = ProbeResult(target.host_id, 2, False, None, err.reason, time.time(), err.definite)
+        except Exception as exc:  # a bug in a probe must not silently stop this host's logins
+            log.exception("level-2 probe of %s crashed", target.host_id)
+            result = ProbeResult(target.host_id, 2, False, None, f"probe error: {exc}", time.time())
+        self._record(target, result)
+        with self._lock:
+            up = self._tracker.level_up(target.host_id, 2) if target.host_id in self._slots else True
+            gap = self.settings.login_interval_s if up else self.settings.login_retry_s
+            slot.login_due = time.monotonic() + gap
+            slot.login_running = False
+        self._wake()
+
+    # ------------------------------------------------------------------ shared
+
+    def _record(self, target: ProbeTarget, result: ProbeResult) -> None:
+        with self._lock:
+            slot = self._slots.get(target.host_id)
+            if slot is None or slot.target != target:
+                return  # a late result of a host that was removed or re-addressed
+            if result.level == 2:
+                self.stats.level2 += 1
+            change = self._tracker.observe(result)
+            if change is None:
+                return
+            self.stats.transitions += 1
+            log.info("host %s is %s: %s", change.host_id, change.state.value, change.reason)
+            try:
+                self._on_change(change)
+            except Exception:
+                log.exception("on_change failed for %s", change.host_id)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # already pending (full), or closed by stop()
+            self._wake_w.send(b"x")
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+
+def _validate(s: ProbeSettings) -> None:
+    for name in ("interval_s", "connect_timeout_s", "banner_timeout_s", "login_timeout_s", "login_retry_s"):
+        if getattr(s, name) <= 0:
+            raise ProbeConfigError(f"probe {name} must be > 0 (got {getattr(s, name)}): fix the config")
+    if s.login_workers < 1:
+        raise ProbeConfigError(f"probe login_workers must be >= 1 (got {s.login_workers}): fix the config")
+    try:
+        Thresholds(s.fall, s.rise, s.definite_fall)
+    except ValueError as exc:
+        raise ProbeConfigError(str(exc)) from exc
+
+
+def _socket_budget() -> int:
+    """Sockets level 1 may hold at once: most of the fd limit, leaving room for the rest."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(16, (soft if soft != resource.RLIM_INFINITY else 65536) - 128)
