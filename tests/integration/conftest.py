@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 from clusterlab.zookeeper import ZooKeeperCluster
 from kazoo.client import KazooClient
+from sshd_fixtures import *  # noqa: F403 - sshd fixtures live in their own module
 
 # ---------------------------------------------------------------------------------------- ZooKeeper
 
