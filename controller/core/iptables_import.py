@@ -272,7 +272,7 @@ def render_config(clusters: Sequence[ImportedCluster], hosts: Sequence[str]) -> 
             f"    buckets: {c.total}",
             f"    cluster_mac: {mac}",
             f"    protocol: {c.protocol}",
-            f"    ports: [{', '.join(map(str, c.ports))}]" + ("  # empty: every port of the VIP" if not c.ports else ""),
+            f"    ports: [{', '.join(map(str, c.ports))}]" + ("" if c.ports else "  # empty: every port of the VIP"),
             f"    hash: {hash_line}",
             "    hosts:",
         ]
