@@ -121,8 +121,9 @@ class _Loader(yaml.SafeLoader):
 
 
 def _load_yaml(text: str, probs: Problems) -> tuple[object, bool]:
-    loader = _Loader(text)
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text)
         data = loader.get_single_data()
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
@@ -140,7 +141,8 @@ def _load_yaml(text: str, probs: Problems) -> tuple[object, bool]:
         probs.items.append(f"YAML: a value cannot be read ({err}); quote values that are not numbers or dates")
         return None, False
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     probs.items.extend(loader.duplicates)
     return data, True
 
@@ -414,6 +416,8 @@ def _handoff(value: object, path: str, probs: Problems) -> HandoffSettings:
 
 # --------------------------------------------------------------------------- hosts
 
+_Host = tuple[str, str, int, list[int] | None, bool]
+
 
 def _hosts(value: object, path: str, buckets: int | None, probs: Problems) -> tuple[HostSpec, ...] | None:
     nodes = sequence(value, path, probs, "[{id: unix1, ssh: 'unix1:22'}]")
@@ -424,7 +428,8 @@ def _hosts(value: object, path: str, buckets: int | None, probs: Problems) -> tu
         return None
     before = len(probs)
     ids: dict[str, int] = {}
-    read: list[tuple[str, str, int, list[int] | None]] = []
+    read: list[_Host] = []
+    complete = True
     for index, node in enumerate(nodes):
         host = _host(node, item(path, index), buckets, probs)
         host_id = node.get("id") if isinstance(node, dict) else None
@@ -434,29 +439,33 @@ def _hosts(value: object, path: str, buckets: int | None, probs: Problems) -> tu
             continue
         if isinstance(host_id, str):
             ids[host_id] = index
-        if host is not None:
+        if host is None:
+            complete = False
+        else:
             read.append(host)
-    homes = _assign_homes(read, path, buckets, probs)
+            complete = complete and host[4]
+    homes = _assign_homes(read, path, buckets, probs, complete)
     if len(probs) > before or homes is None:
         return None
-    return tuple(HostSpec(h, tuple(homes[h]), ssh_host, port) for h, ssh_host, port, _ in read)
+    return tuple(HostSpec(h, tuple(homes[h]), ssh_host, port) for h, ssh_host, port, _, _ in read)
 
 
-def _host(
-    node: object, path: str, buckets: int | None, probs: Problems
-) -> tuple[str, str, int, list[int] | None] | None:
+def _host(node: object, path: str, buckets: int | None, probs: Problems) -> _Host | None:
+    """(id, ssh host, ssh port, explicit home buckets or None, whether that list was valid)."""
     data = mapping(node, path, probs, hint="write e.g. {id: unix1, ssh: 'unix1.example.edu:22'}")
     if data is None:
         return None
     check_keys(data, path, _HOST_KEYS, ("id",), probs)
     host_id = _name(data["id"], child(path, "id"), probs, "host id") if "id" in data else None
     ssh = _ssh(data["ssh"], child(path, "ssh"), probs) if "ssh" in data else None
-    homes = _home_buckets(data["home_buckets"], child(path, "home_buckets"), buckets, probs) \
-        if "home_buckets" in data else None
-    if host_id is None or ("ssh" in data and ssh is None) or ("home_buckets" in data and homes is None):
+    homes: list[int] | None = None
+    complete = True
+    if "home_buckets" in data:
+        homes, complete = _home_buckets(data["home_buckets"], child(path, "home_buckets"), buckets, probs)
+    if host_id is None:
         return None
     ssh_host, ssh_port = ssh if ssh is not None else (host_id, 22)
-    return host_id, ssh_host, ssh_port, homes
+    return host_id, ssh_host, ssh_port, homes, complete
 
 
 def _ssh(value: object, path: str, probs: Problems) -> tuple[str, int] | None:
@@ -480,10 +489,11 @@ def _ssh(value: object, path: str, probs: Problems) -> tuple[str, int] | None:
     return host, int(port_text)
 
 
-def _home_buckets(value: object, path: str, buckets: int | None, probs: Problems) -> list[int] | None:
+def _home_buckets(value: object, path: str, buckets: int | None, probs: Problems) -> tuple[list[int], bool]:
+    """The valid home buckets, and whether the list was entirely valid (else unhomed ones are unknown)."""
     values = sequence(value, path, probs, "[1, 2]")
     if values is None:
-        return None
+        return [], False
     homes: list[int] = []
     ok = True
     for index, sub in enumerate(values):
@@ -499,11 +509,11 @@ def _home_buckets(value: object, path: str, buckets: int | None, probs: Problems
             ok = False
         else:
             homes.append(bucket)
-    return sorted(homes) if ok else None
+    return sorted(homes), ok
 
 
 def _assign_homes(
-    hosts: list[tuple[str, str, int, list[int] | None]], path: str, buckets: int | None, probs: Problems
+    hosts: list[_Host], path: str, buckets: int | None, probs: Problems, complete: bool
 ) -> dict[str, list[int]] | None:
     """Home buckets per host: explicit lists as given, the rest of the buckets round robin.
 
@@ -515,7 +525,7 @@ def _assign_homes(
         return None
     homes: dict[str, list[int]] = {}
     owner: dict[int, str] = {}
-    for index, (host_id, _, _, explicit) in enumerate(hosts):
+    for index, (host_id, _, _, explicit, _) in enumerate(hosts):
         homes[host_id] = list(explicit or [])
         for bucket in explicit or []:
             if bucket in owner:
@@ -525,8 +535,8 @@ def _assign_homes(
             else:
                 owner[bucket] = host_id
     free = [b for b in range(1, buckets + 1) if b not in owner]
-    implicit = [h for h, _, _, explicit in hosts if explicit is None]
-    if free and not implicit and hosts:
+    implicit = [h for h, _, _, explicit, _ in hosts if explicit is None]
+    if free and not implicit and hosts and complete:
         listed = ", ".join(map(str, free))
         what = f"buckets {listed} have" if len(free) > 1 else f"bucket {listed} has"
         probs.add(path, f"{what} no home host",
