@@ -58,7 +58,7 @@ class HostSpec:
 class ProbeSettings:
     """SSH liveness probing. Level 1 reads the banner, level 2 logs in and runs a command."""
 
-    interval_s: float = 0.2
+    interval_s: float = 0.15
     connect_timeout_s: float = 0.3
     banner_timeout_s: float = 0.3
     login_interval_s: float = 2.0
@@ -89,6 +89,10 @@ class HandoffSettings:
 
     self_fence_fraction: float = 0.5
     resync_interval_s: float = 5.0
+    #: UDP port on which hooks ask each other whether they still reach ZooKeeper (see fencing docs).
+    peer_port: int = 7947
+    #: File with a shared secret that authenticates peer questions and answers ("" = none).
+    peer_secret_file: str = ""
 
 
 @dataclass(frozen=True)

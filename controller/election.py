@@ -1,0 +1,99 @@
+"""Leader election among controller replicas, with a fencing znode.
+
+Each replica creates an ephemeral sequential znode under ``/controllers/election``; the lowest
+sequence leads. The leader's own znode path is its fencing token: every map write is a
+transaction that first checks this znode exists (version 0), so a replica whose session expired —
+and whose znode ZooKeeper therefore deleted — can never write, even if it still believes it leads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import NoNodeError
+
+from controller.core import zk_layout as layout
+from controller.zk.client import mapped_errors
+
+log = logging.getLogger("clusterip.election")
+
+
+class LeaderElection:
+    """Tracks whether this replica leads; call :meth:`refresh` from the controller's loop."""
+
+    def __init__(self, client: KazooClient, controller_id: str, wake: threading.Event) -> None:
+        self.client = client
+        self.controller_id = controller_id
+        self.wake = wake
+        self.node: str | None = None
+        self._session: int | None = None
+        self.is_leader = False
+        client.add_listener(self._on_state)
+
+    def _on_state(self, state: str) -> None:
+        if state != KazooState.CONNECTED:
+            # Suspended or lost: stop writing at once; refresh() decides again after reconnecting.
+            if self.is_leader:
+                log.warning("leadership suspended: ZooKeeper connection %s", state.lower())
+            self.is_leader = False
+        self.wake.set()
+
+    @property
+    def fence_path(self) -> str | None:
+        return f"{layout.ELECTION}/{self.node}" if self.node and self.is_leader else None
+
+    def refresh(self) -> bool:
+        """(Re)join the election if needed and find out whether this replica leads now."""
+        if self.client.state != KazooState.CONNECTED:
+            self.is_leader = False
+            return False
+        with mapped_errors("leader election"):
+            session = self.client.client_id[0] if self.client.client_id else None
+            if self.node is None or session != self._session:
+                self.client.ensure_path(layout.ELECTION)
+                path = self.client.create(
+                    f"{layout.ELECTION}/n_", self.controller_id.encode(), ephemeral=True, sequence=True
+                )
+                self.node = path.rsplit("/", 1)[1]
+                self._session = session
+            children = sorted(self.client.get_children(layout.ELECTION), key=lambda n: n[-10:])
+            if self.node not in children:
+                self.node = None  # our znode vanished (session expired and was re-created): rejoin
+                self.is_leader = False
+                self.wake.set()
+                return False
+            index = children.index(self.node)
+            was = self.is_leader
+            self.is_leader = index == 0
+            if not self.is_leader:
+                predecessor = f"{layout.ELECTION}/{children[index - 1]}"
+                try:
+                    if self.client.exists(predecessor, watch=lambda _event: self.wake.set()) is None:
+                        self.wake.set()
+                except NoNodeError:
+                    self.wake.set()
+            if self.is_leader and not was:
+                log.info("controller %s is now the leader (%s)", self.controller_id, self.node)
+            elif was and not self.is_leader:
+                log.warning("controller %s lost the leadership", self.controller_id)
+        return self.is_leader
+
+    def resign(self) -> None:
+        self.is_leader = False
+        if self.node is not None:
+            with contextlib.suppress(Exception):
+                self.client.delete(f"{layout.ELECTION}/{self.node}")
+            self.node = None
+
+    def current_leader(self) -> str | None:
+        try:
+            children = sorted(self.client.get_children(layout.ELECTION), key=lambda n: n[-10:])
+            if not children:
+                return None
+            data, _ = self.client.get(f"{layout.ELECTION}/{children[0]}")
+            return bytes(data).decode(errors="replace")
+        except Exception:
+            return None

@@ -1,0 +1,71 @@
+"""``clusterip-controller``: one controller replica (run several; one leads).
+
+Exit codes: 0 stopped cleanly; 1 ZooKeeper failure; 2 bad configuration or arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import click
+
+from controller.core.errors import ClusterIPFailoverError
+from controller.ctl.configfile import load_config
+from controller.logs import setup_logging
+
+log = logging.getLogger("clusterip.controller")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="YAML config file")
+@click.option("--id", "controller_id", default=None, help="replica id (default: hostname-pid)")
+@click.option("--cycle-interval", default=0.5, show_default=True, type=float,
+              help="seconds between cycles when nothing happens (events trigger cycles at once)")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--log-level", default="INFO", show_default=True)
+def cli(config_path: str, controller_id: str | None, cycle_interval: float, log_format: str, log_level: str) -> None:
+    """Probe every host over SSH and, while leading, hand dead hosts' buckets to survivors."""
+    setup_logging(log_format, log_level)
+    config = load_config(config_path)
+    from controller.health_source import ProbeHealth
+    from controller.service import ControllerService
+
+    sources = {
+        spec.name: ProbeHealth([(h.id, h.ssh_host, h.ssh_port) for h in spec.hosts], spec.probe)
+        for spec in config.clusters
+    }
+    service = ControllerService(config, sources, controller_id=controller_id, cycle_interval_s=cycle_interval)
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        service._stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    service.start()
+    service.wait()
+    log.info("stopping: resigning leadership")
+    service.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="clusterip-controller", standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ClusterIPFailoverError as exc:
+        for line in exc.lines():
+            click.echo(f"clusterip-controller: error: {line}", err=True)
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        click.echo(f"clusterip-controller: internal error: {type(exc).__name__}: {exc}; please report", err=True)
+        sys.exit(70)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

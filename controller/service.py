@@ -1,0 +1,246 @@
+"""The controller service: every replica probes; only the elected leader writes the map.
+
+One loop thread per replica. It wakes on any event that can change a decision — a probe verdict,
+a member joining or leaving, a hook publishing its status, the map or the operator intents
+changing, the leadership changing — or after ``cycle_interval_s`` at the latest (delayed failback
+needs the clock). Each wake runs one cycle per cluster: read one snapshot, ask the pure planner,
+compare-and-set the map fenced by the election znode, append the history, and log one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from kazoo.client import KazooClient
+from kazoo.recipe.watchers import ChildrenWatch, DataWatch
+
+from controller.core import zk_layout as layout
+from controller.core.errors import ClusterIPFailoverError, CoordinationError, SchemaError
+from controller.core.model import ClusterSpec, ClusterView, Config, Health, HostHealth
+from controller.core.planner import Decision, plan
+from controller.core.schema import HistoryEvent
+from controller.election import LeaderElection
+from controller.health_source import HealthSource
+from controller.zk.client import make_client, mapped_errors, start_client
+from controller.zk.store import ClusterStore
+
+log = logging.getLogger("clusterip.controller")
+
+
+def default_controller_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class CycleResult:
+    """What one cycle of one cluster did (returned for tests and metrics)."""
+
+    cluster: str
+    summary: str
+    wrote: bool = False
+    decision: Decision | None = None
+    alerts: tuple[str, ...] = ()
+    duration_s: float = 0.0
+
+
+@dataclass
+class ClusterLoop:
+    """Per-cluster state of the controller: store, health input, what was last said."""
+
+    spec: ClusterSpec
+    store: ClusterStore
+    health: HealthSource
+    last_summary: str = ""
+    last_alerts: tuple[str, ...] = ()
+    last_health: Mapping[str, HostHealth] = field(default_factory=dict)
+    history_writes: int = 0
+
+
+class ControllerService:
+    """One controller replica for all clusters of a configuration."""
+
+    def __init__(
+        self,
+        config: Config,
+        health_sources: Mapping[str, HealthSource],
+        *,
+        controller_id: str | None = None,
+        cycle_interval_s: float = 0.5,
+        on_cycle: Callable[[CycleResult], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.controller_id = controller_id or default_controller_id()
+        self.cycle_interval_s = cycle_interval_s
+        self.on_cycle = on_cycle
+        self.client: KazooClient = make_client(config.zookeeper)
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self.election = LeaderElection(self.client, self.controller_id, self.wake)
+        self.loops = {
+            spec.name: ClusterLoop(spec, ClusterStore(self.client, spec), health_sources[spec.name])
+            for spec in config.clusters
+        }
+        self._thread: threading.Thread | None = None
+        self.cycles = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        start_client(self.client, self.config.zookeeper)
+        with mapped_errors("registering the controller replica"):
+            self.client.ensure_path(layout.REPLICAS)
+            self.client.create(
+                layout.replica_path(self.controller_id), self.controller_id.encode(), ephemeral=True
+            )
+        for loop in self.loops.values():
+            loop.store.ensure_paths()
+            loop.health.subscribe(lambda _h: self.wake.set())
+            loop.health.start()
+            self._watch(loop.spec)
+        self._thread = threading.Thread(target=self._run, name="controller", daemon=True)
+        self._thread.start()
+        log.info("controller %s started for clusters %s", self.controller_id, ", ".join(self.loops))
+
+    def _watch(self, spec: ClusterSpec) -> None:
+        """Watches only wake the loop; the cycle re-reads everything (level-triggered)."""
+
+        def poke(*_args: object) -> None:
+            self.wake.set()
+
+        name = spec.name
+        ChildrenWatch(self.client, layout.members_path(name), poke)
+        DataWatch(self.client, layout.map_path(name), poke)
+        DataWatch(self.client, layout.intents_path(name), poke)
+        for host in spec.host_ids:
+            DataWatch(self.client, layout.status_path(name, host), poke)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for loop in self.loops.values():
+            loop.health.stop()
+        self.election.resign()
+        try:
+            self.client.stop()
+            self.client.close()
+        except Exception:
+            pass
+
+    def wait(self) -> None:
+        while not self._stop.wait(1.0):
+            pass
+
+    # ------------------------------------------------------------------ loop
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.wake.wait(timeout=self.cycle_interval_s)
+            self.wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                leader = self.election.refresh()
+            except CoordinationError as exc:
+                log.warning("election: %s", exc)
+                time.sleep(0.05)
+                continue
+            for loop in self.loops.values():
+                try:
+                    result = self.cycle(loop, leader)
+                except (ClusterIPFailoverError, SchemaError) as exc:
+                    log.warning("cluster %s: cycle failed: %s", loop.spec.name, exc)
+                    time.sleep(0.05)
+                    continue
+                except Exception:  # pragma: no cover - a bug: keep the replica alive and say so
+                    log.exception("cluster %s: cycle crashed", loop.spec.name)
+                    time.sleep(0.5)
+                    continue
+                if self.on_cycle is not None:
+                    self.on_cycle(result)
+            self.cycles += 1
+
+    def cycle(self, loop: ClusterLoop, leader: bool) -> CycleResult:
+        """Read one snapshot, plan, and (leader only) write; return what happened."""
+        started = time.perf_counter()
+        spec = loop.spec
+        health = loop.health.snapshot()
+        if not leader:
+            return CycleResult(spec.name, "follower: watching, not writing", duration_s=time.perf_counter() - started)
+        snap = loop.store.snapshot()
+        view = ClusterView(spec, snap.map, snap.map_version, health, snap.members, snap.statuses, snap.intents)
+        now = time.time()
+        decision = plan(view, now)
+        alerts = self._alerts(view) + snap.problems
+        wrote = False
+        summary = decision.summary
+        if decision.changed:
+            wrote = loop.store.write_map(decision.map, snap.map_version, self.election.fence_path)
+            if wrote:
+                self._record(loop, decision, now)
+            else:
+                summary += " [not written: the map changed or leadership was lost; re-planning]"
+                self.wake.set()
+        if health != loop.last_health:
+            loop.store.write_health(health)
+            loop.last_health = health
+        if summary != loop.last_summary:
+            log.info("cluster %s: %s", spec.name, summary)
+            loop.last_summary = summary
+        if alerts != loop.last_alerts:
+            for alert in alerts:
+                if alert not in loop.last_alerts:
+                    log.warning("cluster %s: alert: %s", spec.name, alert)
+            loop.last_alerts = alerts
+        if decision.waiting and not wrote:
+            pass  # the hook's status watch will wake us when it acknowledges
+        return CycleResult(spec.name, summary, wrote, decision, alerts, time.perf_counter() - started)
+
+    def _alerts(self, view: ClusterView) -> tuple[str, ...]:
+        alerts: list[str] = []
+        for host in view.spec.host_ids:
+            h = view.health.get(host)
+            state = h.state if h else Health.UNKNOWN
+            if host not in view.members and state is not Health.DOWN:
+                held = sorted(view.map.owned_by(host))
+                alerts.append(
+                    f"hook of {host} is not running (host {state.value}); its buckets {held or 'none'} stay where "
+                    "they are until it returns or the host goes down"
+                )
+            status = view.statuses.get(host)
+            if status is not None and status.error and host in view.members:
+                alerts.append(f"hook of {host} reports a kernel error: {status.error}")
+        for bucket, bucket_state in sorted(view.map.buckets.items()):
+            if bucket_state.owner is None and bucket_state.releasing is None and view.map.epoch > 0:
+                alerts.append(f"bucket {bucket} is unowned: its clients get no answer")
+        return tuple(alerts)
+
+    def _record(self, loop: ClusterLoop, decision: Decision, now: float) -> None:
+        events = [
+            HistoryEvent(
+                time=now,
+                epoch=decision.map.epoch,
+                kind=action.kind,
+                reason=action.reason,
+                controller=self.controller_id,
+                bucket=action.bucket,
+                from_host=action.host if action.kind == "revoke" else None,
+                to_host=action.host if action.kind == "grant" else None,
+            )
+            for action in decision.actions
+        ]
+        try:
+            loop.store.append_history(events, wait=False)
+            loop.history_writes += len(events)
+            if loop.history_writes >= layout.HISTORY_LIMIT // 10:
+                loop.store.prune_history()
+                loop.history_writes = 0
+        except CoordinationError as exc:
+            log.warning("cluster %s: history not recorded: %s", loop.spec.name, exc)

@@ -1,0 +1,374 @@
+"""The node hook's agent: register in ZooKeeper, apply the map's buckets for this host, report back.
+
+The agent only *applies*; the controller decides. It is level-triggered: every cycle converges the
+kernel to what the current map says this host owns (revokes before grants), reads the kernel back
+and publishes that with the map epoch. Watches make it react at once; a periodic resync covers a
+missed watch. Three background activities:
+
+* the apply loop (woken by the map watch, membership changes, reconnects and a resync timer);
+* the ZooKeeper heartbeat, which self-fences (releases every bucket) when this host appears to be
+  cut off from ZooKeeper while its peers are not (see node_hook.fencing);
+* the peer responder, which answers the same question for the other hooks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.recipe.watchers import ChildrenWatch, DataWatch
+
+from controller.core import schema
+from controller.core import zk_layout as layout
+from controller.core.errors import BackendError, ClusterIPFailoverError, CoordinationError, SchemaError
+from controller.core.model import BucketMap, ClusterSpec, HookStatus, Member, ZooKeeperSettings
+from controller.zk.client import make_client, mapped_errors, start_client
+from controller.zk.store import ClusterStore
+from node_hook import fencing
+from node_hook.backends.base import BucketBackend
+from node_hook.peers import PeerResponder, ask_peers
+
+log = logging.getLogger("clusterip.hook")
+
+
+class DuplicateHostError(CoordinationError):
+    """Another live hook is registered under the same host id."""
+
+    exit_code = 3
+
+
+def software_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("clusterip-failover")
+    except Exception:
+        return "dev"
+
+
+@dataclass
+class HookState:
+    """What the agent last did, for metrics, tests and the health endpoint."""
+
+    epoch: int = 0
+    held: frozenset[int] = frozenset()
+    error: str = ""
+    fenced: bool = False
+    fence_reason: str = ""
+    registered: bool = False
+    last_apply_s: float = 0.0
+
+
+class HookAgent:
+    """Keeps one host's kernel in line with the bucket map of one cluster."""
+
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        zk: ZooKeeperSettings,
+        host_id: str,
+        backend: BucketBackend,
+        *,
+        address: str | None = None,
+        peer_bind: str = "0.0.0.0",
+        peer_secret: bytes = b"",
+        id_wait_s: float | None = None,
+        on_applied: Callable[[HookState], None] | None = None,
+    ) -> None:
+        if host_id not in spec.host_ids:
+            raise CoordinationError(
+                f"host {host_id!r} is not in cluster {spec.name} (hosts: {', '.join(spec.host_ids)}); check --host"
+            )
+        self.spec = spec
+        self.zk = zk
+        self.host_id = host_id
+        self.backend = backend
+        self.address = address or spec.host(host_id).ssh_host
+        self.peer_bind = peer_bind
+        self.peer_secret = peer_secret
+        self.id_wait_s = zk.session_timeout_s * 1.5 if id_wait_s is None else id_wait_s
+        self.on_applied = on_applied
+        self.state = HookState()
+        self.client: KazooClient = make_client(zk)
+        self.store = ClusterStore(self.client, spec)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # serialises kernel changes between apply loop and fencing
+        self._map: BucketMap | None = None
+        self._map_problem = ""
+        self._peers: dict[str, tuple[str, int]] = {}
+        self._need_register = True
+        self._last_published: tuple[int, frozenset[int], str] | None = None
+        self._last_publish_time = 0.0
+        self._last_zk_ok = time.monotonic()
+        self._threads: list[threading.Thread] = []
+        self._responder: PeerResponder | None = None
+        self.fence_threshold_s = spec.handoff.self_fence_fraction * zk.session_timeout_s
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Install rules (adopting existing kernel state), connect, register and start the loops."""
+        problems = self.backend.check_prerequisites()
+        if problems:
+            raise BackendError("; ".join(problems))
+        self.backend.install()
+        self.state.held = self.backend.held()
+        self.client.add_listener(self._on_connection_state)
+        start_client(self.client, self.zk)
+        self._last_zk_ok = time.monotonic()
+        self.store.ensure_paths()
+        self._register()
+        self._publish(force=True)
+        self._responder = PeerResponder(
+            self.spec.name,
+            self.host_id,
+            (self.peer_bind, self.spec.handoff.peer_port),
+            self.zk_reachable,
+            self.peer_secret,
+        )
+        self._responder.start()
+        DataWatch(self.client, layout.map_path(self.spec.name), self._on_map)
+        ChildrenWatch(self.client, layout.members_path(self.spec.name), self._on_members)
+        for target, name in ((self._apply_loop, "apply"), (self._heartbeat_loop, "zk-heartbeat")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info(
+            "hook %s of cluster %s started: kernel holds %s, backend %s",
+            self.host_id,
+            self.spec.name,
+            _fmt(self.state.held),
+            self.backend.name,
+        )
+
+    def stop(self, release: bool = False) -> None:
+        """Stop the loops and close the session. Buckets stay in the kernel unless ``release``."""
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if self._responder is not None:
+            self._responder.stop()
+        if release:
+            with self._lock:
+                self.state.held = self.backend.apply(frozenset())
+        try:
+            self.client.stop()
+            self.client.close()
+        except KazooException:
+            pass
+
+    def wait(self) -> None:
+        while not self._stop.wait(1.0):
+            pass
+
+    # ------------------------------------------------------------------ ZooKeeper callbacks
+
+    def _on_connection_state(self, state: str) -> None:
+        if state == KazooState.LOST:
+            self._need_register = True
+        if state == KazooState.CONNECTED:
+            self._wake.set()
+
+    def _on_map(self, data: bytes | None, stat: object) -> None:
+        if data is None:
+            self._map = None
+        else:
+            try:
+                decoded = schema.decode_map(data)
+                if len(decoded.buckets) != self.spec.buckets:
+                    raise SchemaError(f"map has {len(decoded.buckets)} buckets, the config {self.spec.buckets}")
+                self._map = decoded
+                self._map_problem = ""
+            except SchemaError as exc:
+                if str(exc) != self._map_problem:
+                    log.error("ignoring unreadable map %s: %s", layout.map_path(self.spec.name), exc)
+                self._map_problem = str(exc)
+        self._wake.set()
+
+    def _on_members(self, children: list[str]) -> None:
+        self._wake.set()
+
+    # ------------------------------------------------------------------ registration
+
+    def _register(self) -> None:
+        path = layout.member_path(self.spec.name, self.host_id)
+        data = schema.encode_member(Member(self.host_id, self.address, software_version(), self.spec.backend))
+        deadline = time.monotonic() + self.id_wait_s
+        with mapped_errors(f"registering host {self.host_id}"):
+            while True:
+                try:
+                    self.client.create(path, data, ephemeral=True, makepath=True)
+                    break
+                except NodeExistsError:
+                    try:
+                        _, stat = self.client.get(path)
+                    except NoNodeError:
+                        continue
+                    if stat.ephemeralOwner == self.client.client_id[0]:
+                        break  # our own registration, created before a reconnect
+                    if time.monotonic() >= deadline:
+                        raise DuplicateHostError(
+                            f"host id {self.host_id} is already registered by another live hook "
+                            f"(session 0x{stat.ephemeralOwner:x}); stop that hook or start this one with the right "
+                            "--host"
+                        ) from None
+                    time.sleep(0.1)
+        self._need_register = False
+        self.state.registered = True
+
+    def _refresh_peers(self) -> None:
+        members = self.store.read_members([])
+        port = self.spec.handoff.peer_port
+        self._peers = {h: (m.address, port) for h, m in members.items() if h != self.host_id}
+
+    # ------------------------------------------------------------------ apply loop
+
+    def _apply_loop(self) -> None:
+        resync = self.spec.handoff.resync_interval_s
+        last_resync = time.monotonic()
+        while not self._stop.is_set():
+            self._wake.wait(timeout=max(0.05, resync - (time.monotonic() - last_resync)))
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            is_resync = time.monotonic() - last_resync >= resync
+            if is_resync:
+                last_resync = time.monotonic()
+            try:
+                self.cycle(resync=is_resync)
+            except ClusterIPFailoverError as exc:
+                log.warning("apply cycle: %s", exc)
+                time.sleep(0.05)
+                self._wake.set() if not is_resync else None
+            except Exception:  # pragma: no cover - a bug; keep serving, say so loudly
+                log.exception("apply cycle failed unexpectedly")
+                time.sleep(0.5)
+
+    def cycle(self, resync: bool = False) -> None:
+        """One level-triggered pass: (re)register, converge the kernel, publish."""
+        connected = self.client.state == KazooState.CONNECTED
+        if connected and self._need_register:
+            self._register()
+            self._publish(force=True)
+        if connected and (resync or not self._peers):
+            self._refresh_peers()
+            if resync:
+                self._reread_map()
+        started = time.perf_counter()
+        with self._lock:
+            if self.state.fenced:
+                wanted: frozenset[int] | None = frozenset()
+                epoch = self.state.epoch
+            elif self._map is None or self._map.epoch == 0:
+                wanted = None  # no controller has written a map yet: keep what the kernel has
+                epoch = 0
+            else:
+                wanted = self._map.owned_by(self.host_id)
+                epoch = self._map.epoch
+            try:
+                held = self.backend.held() if wanted is None else self.backend.apply(wanted)
+                error = ""
+            except BackendError as exc:
+                held = self._safe_held()
+                error = str(exc)
+                log.error("kernel apply failed for epoch %d: %s", epoch, exc)
+            changed = held != self.state.held
+            self.state.held = held
+            self.state.epoch = epoch
+            self.state.error = error
+            self.state.last_apply_s = time.perf_counter() - started
+        if changed:
+            log.info("epoch %d: kernel now holds %s (%.2f ms)", epoch, _fmt(held), self.state.last_apply_s * 1000)
+        if connected and not self.state.fenced:
+            self._publish(force=resync)
+        if self.on_applied is not None:
+            self.on_applied(self.state)
+        if error:
+            self._wake.set()
+            time.sleep(0.2)
+
+    def _safe_held(self) -> frozenset[int]:
+        try:
+            return self.backend.held()
+        except BackendError:
+            return self.state.held
+
+    def _reread_map(self) -> None:
+        try:
+            data, _ = self.client.get(layout.map_path(self.spec.name))
+        except NoNodeError:
+            return
+        except KazooException:
+            return
+        self._on_map(data, None)
+
+    def _publish(self, force: bool = False) -> None:
+        key = (self.state.epoch, self.state.held, self.state.error)
+        if not force and key == self._last_published:
+            return
+        status = HookStatus(self.host_id, self.state.epoch, self.state.held, time.time(), self.state.error)
+        try:
+            self.store.publish_status(status)
+        except CoordinationError as exc:
+            log.debug("status not published: %s", exc)
+            return
+        self._last_published = key
+
+    # ------------------------------------------------------------------ heartbeat and self-fencing
+
+    def zk_reachable(self) -> bool:
+        """Did this hook hear from ZooKeeper recently (within the self-fence threshold)?"""
+        return time.monotonic() - self._last_zk_ok < self.fence_threshold_s
+
+    def _heartbeat_loop(self) -> None:
+        interval = max(0.02, self.zk.session_timeout_s / 20)
+        path = layout.member_path(self.spec.name, self.host_id)
+        while not self._stop.wait(interval):
+            try:
+                self.client.exists_async(path).get(timeout=interval * 2)
+                self._last_zk_ok = time.monotonic()
+            except (KazooException, KazooTimeoutError, OSError):
+                pass
+            except Exception:
+                pass
+            self._check_fence()
+
+    def _check_fence(self) -> None:
+        silent = time.monotonic() - self._last_zk_ok
+        if silent < self.fence_threshold_s:
+            if self.state.fenced:
+                log.warning("ZooKeeper reachable again after self-fencing: re-applying the map")
+                with self._lock:
+                    self.state.fenced = False
+                    self.state.fence_reason = ""
+                self._wake.set()
+            return
+        if self.state.fenced:
+            return
+        peer_timeout = min(0.3, max(0.05, self.zk.session_timeout_s * 0.1))
+        answers = ask_peers(self.spec.name, self.host_id, self._peers, peer_timeout, self.peer_secret)
+        verdict = fencing.decide(silent, self.fence_threshold_s, frozenset(self._peers), answers)
+        if verdict.action == "release":
+            with self._lock:
+                self.state.fenced = True
+                self.state.fence_reason = verdict.reason
+                try:
+                    self.state.held = self.backend.apply(frozenset())
+                except BackendError as exc:
+                    log.error("self-fence could not release every bucket: %s", exc)
+            log.warning("self-fenced, released all buckets: %s", verdict.reason)
+        elif verdict.reason != self.state.fence_reason:
+            self.state.fence_reason = verdict.reason
+            log.warning("ZooKeeper silent for %.2f s: %s", silent, verdict.reason)
+
+
+def _fmt(buckets: frozenset[int]) -> str:
+    return "{" + ",".join(str(b) for b in sorted(buckets)) + "}" if buckets else "nothing"

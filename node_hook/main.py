@@ -1,0 +1,129 @@
+"""``clusterip-node-hook``: the per-host agent's command line.
+
+Exit codes: 0 stopped cleanly; 1 ZooKeeper or kernel failure; 2 bad configuration or arguments;
+3 another live hook already holds this host id.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from controller.core.errors import ClusterIPFailoverError, ConfigError
+from controller.ctl.configfile import load_config
+from controller.logs import setup_logging
+
+log = logging.getLogger("clusterip.hook")
+
+
+def _read_secret(path: str) -> bytes:
+    if not path:
+        return b""
+    file = Path(path)
+    try:
+        if file.stat().st_mode & 0o077:
+            raise ConfigError([f"peer_secret_file {path} is readable by group/others; chmod 600 it"])
+        return file.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError([f"peer_secret_file {path}: {exc.strerror}; check the path"]) from None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="YAML config file")
+@click.option("--host", "host_id", required=True, help="this host's id in the cluster")
+@click.option("--cluster", default=None, help="cluster name (needed when the config has several)")
+@click.option("--backend", "backend_name", default=None,
+              type=click.Choice(["clusterip", "xt_cluster", "nftables", "memory"]),
+              help="override the configured backend (memory: no kernel changes, for tests)")
+@click.option("--address", default=None, help="address peers and operators reach this hook at (default: ssh host)")
+@click.option("--peer-bind", default="0.0.0.0", show_default=True, help="address the peer responder binds")
+@click.option("--dry-run", is_flag=True, help="print the kernel changes the current map asks for, change nothing")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--log-level", default="INFO", show_default=True)
+def cli(config_path: str, host_id: str, cluster: str | None, backend_name: str | None, address: str | None,
+        peer_bind: str, dry_run: bool, log_format: str, log_level: str) -> None:
+    """Register this host in ZooKeeper and keep its kernel in line with the bucket map."""
+    setup_logging(log_format, log_level)
+    config = load_config(config_path)
+    try:
+        spec = config.cluster(cluster)
+    except KeyError as exc:
+        raise ConfigError([str(exc.args[0])], config_path) from None
+    from node_hook.backends import create_backend
+
+    backend = create_backend(spec, host_id, backend_name)
+    if dry_run:
+        _dry_run(config, spec, host_id, backend)
+        return
+    from node_hook.agent import HookAgent
+
+    agent = HookAgent(spec, config.zookeeper, host_id, backend, address=address, peer_bind=peer_bind,
+                      peer_secret=_read_secret(spec.handoff.peer_secret_file))
+    stopping = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+        agent._stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.start()
+    agent.wait()
+    log.info("stopping (signal %s): buckets stay in the kernel", stopping[0] if stopping else "?")
+    agent.stop(release=False)
+
+
+def _dry_run(config: object, spec: object, host_id: str, backend: object) -> None:
+    from controller.core.model import ClusterSpec, Config
+    from controller.zk.client import make_client, start_client
+    from controller.zk.store import ClusterStore
+    from node_hook.backends.base import BucketBackend
+
+    assert isinstance(config, Config) and isinstance(spec, ClusterSpec) and isinstance(backend, BucketBackend)
+    problems = backend.check_prerequisites()
+    for problem in problems:
+        click.echo(f"prerequisite: {problem}")
+    client = make_client(config.zookeeper, read_only=True)
+    start_client(client, config.zookeeper)
+    try:
+        bucket_map, _ = ClusterStore(client, spec).read_map()
+    finally:
+        client.stop()
+        client.close()
+    wanted = bucket_map.owned_by(host_id)
+    click.echo(f"map epoch {bucket_map.epoch}: {host_id} should hold {sorted(wanted) or 'nothing'}")
+    if bucket_map.epoch == 0:
+        click.echo("no controller has written a map yet: the hook would keep the kernel as it is")
+        return
+    try:
+        changes = backend.describe_changes(wanted)
+    except ClusterIPFailoverError as exc:
+        click.echo(f"would install the cluster's rules ({exc}), then grant {sorted(wanted)}")
+        return
+    click.echo("\n".join(changes) if changes else "no change: the kernel already matches the map")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="clusterip-node-hook", standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ClusterIPFailoverError as exc:
+        for line in exc.lines():
+            click.echo(f"clusterip-node-hook: error: {line}", err=True)
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        click.echo(f"clusterip-node-hook: internal error: {type(exc).__name__}: {exc}; please report", err=True)
+        sys.exit(70)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
