@@ -60,12 +60,14 @@ class ImportResult:
 
 
 def import_iptables_save(
-    dumps: Sequence[tuple[str, str]], *, interface: str | None = None, name: str | None = None
+    dumps: Sequence[tuple[str, str]], *, interface: str | None = None, name: str | None = None,
+    mac: str | None = None,
 ) -> ImportResult:
     """Import ``(host id, iptables-save text)`` pairs, one per host.
 
     ``interface`` fills in (or overrides) the interface; ``name`` names the cluster when the hosts
-    share exactly one VIP (the default name is derived from the VIP).
+    share exactly one VIP (the default name is derived from the VIP); ``mac`` supplies the cluster
+    MAC that xt_cluster rules do not contain (it must match CLUSTERIP rules' --clustermac).
     """
     findings: list[Finding] = []
     rules: list[ClusterRule] = []
@@ -94,7 +96,7 @@ def import_iptables_save(
     clusters: list[ImportedCluster] = []
     for vip, group in groups.items():
         cluster_name = name if name is not None and len(groups) == 1 else _default_name(vip)
-        cluster = _merge(cluster_name, vip, group, hosts, interface, findings)
+        cluster = _merge(cluster_name, vip, group, hosts, interface, mac, findings)
         if cluster is not None:
             clusters.append(cluster)
     text: str | None = None
@@ -170,7 +172,7 @@ def _per_host(group: list[ClusterRule], get: Callable[[ClusterRule], Hashable]) 
 
 def _merge(
     name: str, vip: IPAddress, group: list[ClusterRule], hosts: list[str], interface: str | None,
-    findings: list[Finding],
+    given_mac: str | None, findings: list[Finding],
 ) -> ImportedCluster | None:
     before = sum(f.severity == "error" for f in findings)
     members = [h for h in hosts if any(r.host == h for r in group)]
@@ -181,6 +183,11 @@ def _merge(
     backend = _agree(vip, "the mechanism", _per_host(group, lambda r: r.backend), findings)
     total = _agree(vip, "the bucket total", _per_host(group, lambda r: r.total), findings)
     mac = _agree(vip, "the cluster MAC", _per_host(group, lambda r: r.mac), findings)
+    if given_mac is not None:
+        if isinstance(mac, str) and mac != given_mac.upper():
+            findings.append(Finding("error", None, f"{vip}: --cluster-mac {given_mac} differs from the rules' "
+                                    f"--clustermac {mac}: drop --cluster-mac or fix the rules"))
+        mac = given_mac.upper()
     mode = _agree(vip, "the hash mode", _per_host(group, lambda r: r.hash_mode), findings)
     hash_init = _agree(vip, "the hash init", _per_host(group, lambda r: r.hash_init), findings)
     seed = _agree(vip, "the hash seed", _per_host(group, lambda r: r.seed), findings)

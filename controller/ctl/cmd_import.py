@@ -46,12 +46,14 @@ def import_group() -> None:
 @click.option("--host-id", "host_ids", multiple=True, metavar="ID",
               help="Host id per FILE, in order (default: file name without extension); required for stdin.")
 @click.option("--interface", metavar="IFACE", help="Interface carrying the VIP (when the rules have no -i).")
+@click.option("--cluster-mac", "mac", metavar="MAC",
+              help="Cluster multicast MAC (xt_cluster rules do not contain it).")
 @click.option("--name", metavar="NAME", help="Cluster name (default: vip-<address>); only with one VIP.")
 @click.option("-o", "--output", metavar="FILE", help="Write the config to FILE instead of stdout.")
 @click.option("--force", is_flag=True, help="Overwrite FILE given with -o.")
 def iptables_save(
-    files: tuple[str, ...], host_ids: tuple[str, ...], interface: str | None, name: str | None,
-    output: str | None, force: bool,
+    files: tuple[str, ...], host_ids: tuple[str, ...], interface: str | None, mac: str | None,
+    name: str | None, output: str | None, force: bool,
 ) -> None:
     """Read each host's iptables-save output (one FILE per host, or stdin) and write a starting config.
 
@@ -60,7 +62,7 @@ def iptables_save(
     """
     if output is not None and Path(output).exists() and not force:
         raise UsageError(f"{output} exists: pass --force to overwrite it, or choose another -o FILE")
-    result = import_iptables_save(_read_dumps(files, host_ids), interface=interface, name=name)
+    result = import_iptables_save(_read_dumps(files, host_ids), interface=interface, name=name, mac=mac)
     for finding in result.findings:
         click.echo(str(finding), err=True)
     if not result.ok or result.config_text is None:
