@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import heapq
+import itertools
 import logging
 import resource
 import selectors
@@ -47,6 +49,7 @@ class _Slot:
     due: float
     login_due: float
     login_running: bool = False
+    removed: bool = False
 
 
 @dataclass
@@ -79,6 +82,10 @@ class ProbeScheduler:
         )
         self._lock = threading.RLock()  # tracker, slots and on_change delivery
         self._slots: dict[str, _Slot] = {}
+        # Due times in a heap (kind 1 = banner, 2 = login): each wake-up costs O(log n), not O(hosts).
+        self._heap: list[tuple[float, int, int, _Slot]] = []
+        self._pending: list[tuple[float, int, _Slot]] = []  # pushed by other threads, under _lock
+        self._seq = itertools.count()
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -145,14 +152,18 @@ class ProbeScheduler:
         with self._lock:
             for host_id in list(self._slots):
                 if host_id not in resolved or self._slots[host_id].target != resolved[host_id][0]:
-                    del self._slots[host_id]
+                    self._slots.pop(host_id).removed = True
                     self._tracker.forget(host_id)
             for host_id, (target, family, ip) in resolved.items():
                 if host_id in self._slots:
                     continue
                 # Spread hosts over the interval so probes (and CPU) are smooth, not bursts.
                 phase = (zlib.crc32(host_id.encode()) % 1000) / 1000.0
-                self._slots[host_id] = _Slot(target, family, ip, now + phase * interval, now + phase * interval)
+                slot = _Slot(target, family, ip, now + phase * interval, now + phase * interval)
+                self._slots[host_id] = slot
+                self._pending.append((slot.due, 1, slot))
+                if self._login_enabled:
+                    self._pending.append((slot.login_due, 2, slot))
                 self._tracker.add(host_id, now_wall)
         self._wake()
 
@@ -178,24 +189,27 @@ class ProbeScheduler:
     def _start_due(self, now: float) -> None:
         interval = self.settings.interval_s
         with self._lock:
-            slots = list(self._slots.values())
-        for slot in slots:
-            if slot.due <= now:
+            for due, kind, slot in self._pending:
+                heapq.heappush(self._heap, (due, next(self._seq), kind, slot))
+            self._pending.clear()
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            due, _, kind, slot = heapq.heappop(heap)
+            if slot.removed:
+                continue
+            if kind == 1:
                 if self._banner.in_flight < self._max_sockets:
                     self._banner.start(slot.target, slot.family, slot.ip, now)
                     self.stats.level1 += 1
                 # Fixed rate; if this thread was late, skip missed ticks rather than burst them.
-                slot.due += interval * max(1, int((now - slot.due) // interval) + 1)
-            if self._login is not None and not slot.login_running and slot.login_due <= now:
+                slot.due = due + interval * max(1, int((now - due) // interval) + 1)
+                heapq.heappush(heap, (slot.due, next(self._seq), 1, slot))
+            elif self._pool is not None and not slot.login_running:
                 slot.login_running = True
-                assert self._pool is not None
                 self._pool.submit(self._login_once, slot)
 
     def _next_wake(self, now: float) -> float:
-        with self._lock:
-            candidates = [s.due for s in self._slots.values()]
-            if self._login is not None:
-                candidates += [s.login_due for s in self._slots.values() if not s.login_running]
+        candidates = [self._heap[0][0]] if self._heap else []
         deadline = self._banner.next_deadline()
         if deadline is not None:
             candidates.append(deadline)
@@ -228,6 +242,7 @@ class ProbeScheduler:
             gap = self.settings.login_interval_s if up else self.settings.login_retry_s
             slot.login_due = time.monotonic() + gap
             slot.login_running = False
+            self._pending.append((slot.login_due, 2, slot))
         self._wake()
 
     # ------------------------------------------------------------------ shared
