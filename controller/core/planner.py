@@ -77,6 +77,11 @@ def keeps_buckets(view: ClusterView, host: str) -> bool:
     return health is None or health.state is not Health.DOWN
 
 
+def _not_yet_judged(view: ClusterView, host: str) -> bool:
+    health = view.health.get(host)
+    return health is None or health.state is Health.UNKNOWN
+
+
 def _failback_allowed(view: ClusterView, home: str, now: float) -> tuple[bool, str]:
     policy = view.spec.failback.policy
     if policy == "immediate":
@@ -146,7 +151,9 @@ def compute_targets(view: ClusterView, now: float) -> tuple[dict[int, str | None
         state = view.map.buckets[bucket]
         previous = state.owner or state.releasing
         home = view.spec.home_of(bucket)
-        if not eligible:
+        if not eligible or (previous is None and home is not None and _not_yet_judged(view, home)):
+            # Nobody can take it, or its home host has not been probed yet (start-up): wait rather
+            # than pile every bucket onto whichever host answered first.
             targets[bucket] = None
             continue
         if previous is None and home in eligible_set:

@@ -107,7 +107,7 @@ def _text(doc: Mapping[str, Any], key: str, where: str, default: str | None = No
 
 def host_id(value: object, where: str) -> str:
     """Check a host id taken from untrusted data: znode-safe characters, bounded length."""
-    if not isinstance(value, str) or not HOST_ID_RE.match(value):
+    if not isinstance(value, str) or not HOST_ID_RE.fullmatch(value):
         raise SchemaError(f"{where}: {value!r:.70} is not a valid host id ([A-Za-z0-9._-], 1..64 characters)")
     return value
 

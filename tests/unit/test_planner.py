@@ -254,3 +254,18 @@ def test_operator_pin_moves_a_bucket_through_revoke_and_grant() -> None:
     second = sim.step()
     assert [(a.kind, a.host) for a in second.actions] == [("grant", "h3")]
     assert "pinned to h3" in second.summary
+
+
+def test_start_up_waits_for_each_home_host_verdict() -> None:
+    """The first host to answer must not collect every bucket; a host found down loses its homes."""
+    sim = Sim(make_spec(3, 6, "delayed"))
+    sim.health = {h: HostHealth(h, Health.UNKNOWN, 0.0) for h in sim.spec.host_ids}
+    sim.health["h1"] = HostHealth("h1", Health.UP, 0.0)
+    sim.converge()
+    assert sim.map.owned_by("h1") == {1, 4}
+    assert sim.map.owner_of(2) is None and sim.map.owner_of(3) is None
+    sim.health["h2"] = HostHealth("h2", Health.DOWN, 0.0, "connection refused")
+    sim.health["h3"] = HostHealth("h3", Health.UP, 0.0)
+    sim.converge()
+    assert sim.map.owned_by("h3") >= {3, 6}
+    assert {sim.map.owner_of(2), sim.map.owner_of(5)} == {"h1", "h3"}, "h2's buckets spread one each"

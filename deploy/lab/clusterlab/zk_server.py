@@ -68,7 +68,7 @@ class ServerPorts:
     election: int
 
 
-def four_letter_word(port: int, word: str, timeout_s: float = 1.0) -> str:
+def four_letter_word(port: int, word: str, timeout_s: float = 1.0, host: str = LOOPBACK) -> str:
     """Send a ZooKeeper four-letter command and return the reply ("" if unreachable or silent).
 
     A SIGSTOPped server still accepts TCP connections (kernel backlog) but never answers, so the
@@ -77,7 +77,7 @@ def four_letter_word(port: int, word: str, timeout_s: float = 1.0) -> str:
     deadline = time.monotonic() + timeout_s
     chunks: list[bytes] = []
     try:
-        with socket.create_connection((LOOPBACK, port), timeout=timeout_s) as sock:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
             sock.sendall(word.encode("ascii"))
             while (left := deadline - time.monotonic()) > 0:
                 sock.settimeout(left)
@@ -90,9 +90,9 @@ def four_letter_word(port: int, word: str, timeout_s: float = 1.0) -> str:
     return b"".join(chunks).decode("utf-8", "replace")
 
 
-def server_mode(port: int, timeout_s: float = 1.0) -> str | None:
+def server_mode(port: int, timeout_s: float = 1.0, host: str = LOOPBACK) -> str | None:
     """The server's ``Mode:`` (standalone, leader, follower, observer), or None if not serving."""
-    match = _MODE_RE.search(four_letter_word(port, "srvr", timeout_s))
+    match = _MODE_RE.search(four_letter_word(port, "srvr", timeout_s, host))
     return match.group(1) if match else None
 
 
@@ -128,8 +128,10 @@ class ZooKeeperServer:
         ports: ServerPorts,
         tick_ms: int,
         peers: Sequence[tuple[int, ServerPorts]] = (),
+        client_address: str = LOOPBACK,
     ) -> None:
         self.myid = myid
+        self.client_address = client_address
         self.directory = directory
         self.ports = ports
         self.tick_ms = tick_ms
@@ -176,7 +178,7 @@ class ZooKeeperServer:
             "syncLimit=5",
             f"dataDir={data}",
             f"clientPort={self.ports.client}",
-            f"clientPortAddress={LOOPBACK}",
+            f"clientPortAddress={self.client_address}",
             "admin.enableServer=false",
             "4lw.commands.whitelist=*",
             "maxClientCnxns=0",
@@ -213,7 +215,7 @@ class ZooKeeperServer:
         """``srvr`` Mode of this server, None if it is down, paused or not serving yet."""
         if not self.running:
             return None
-        return server_mode(self.client_port, timeout_s)
+        return server_mode(self.client_port, timeout_s, self.client_address)
 
     def is_leader(self) -> bool:
         """True for the ensemble's leader, and for a standalone server (it leads itself)."""
@@ -231,7 +233,8 @@ class ZooKeeperServer:
                     f"ZooKeeper server {self.myid} exited with code {code} before serving "
                     f"(port {self.client_port}); log tail:\n{self.log_tail()}"
                 )
-            if server_mode(self.client_port, timeout_s=min(1.0, max(0.1, deadline - time.monotonic()))):
+            wait_s = min(1.0, max(0.1, deadline - time.monotonic()))
+            if server_mode(self.client_port, timeout_s=wait_s, host=self.client_address):
                 return
             if time.monotonic() >= deadline:
                 raise ZooKeeperStartError(

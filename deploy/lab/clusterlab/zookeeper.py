@@ -87,6 +87,7 @@ class ZooKeeperCluster:
         base_dir: Path | None = None,
         *,
         port_attempts: int = 3,
+        client_address: str = LOOPBACK,
     ) -> None:
         if not 1 <= size <= MAX_SIZE:
             raise ValueError(f"size must be 1..{MAX_SIZE} (got {size}); use 1 (standalone) or 3 (ensemble)")
@@ -98,6 +99,8 @@ class ZooKeeperCluster:
         self._dir: Path | None = None
         self._servers: list[ZooKeeperServer] = []
         self._port_attempts = max(1, port_attempts)
+        #: Where clients connect (the lab's management gateway lets hooks in namespaces reach it).
+        self.client_address = client_address
         self._lock = threading.Lock()
         #: Seconds from the first JVM launch to the cluster being ready, set by :meth:`start`.
         self.start_seconds: float | None = None
@@ -177,7 +180,7 @@ class ZooKeeperCluster:
         for myid in range(1, self.size + 1):
             shutil.rmtree(self.directory / f"zk{myid}", ignore_errors=True)
         self._servers = [
-            ZooKeeperServer(i + 1, self.directory / f"zk{i + 1}", p, self.tick_ms, peers)
+            ZooKeeperServer(i + 1, self.directory / f"zk{i + 1}", p, self.tick_ms, peers, self.client_address)
             for i, p in enumerate(triples)
         ]
 
@@ -215,7 +218,7 @@ class ZooKeeperCluster:
         """kazoo/ZooKeeper connect string of all servers, e.g. ``127.0.0.1:p1,127.0.0.1:p2``."""
         if not self._servers:
             raise ZooKeeperLabError("cluster has no servers yet; call start() first")
-        return ",".join(f"{LOOPBACK}:{s.client_port}" for s in self._servers)
+        return ",".join(f"{self.client_address}:{s.client_port}" for s in self._servers)
 
     def leader(self, timeout_s: float = 15.0) -> ZooKeeperServer:
         """The server that currently leads (a standalone server leads itself); waits for an election."""
