@@ -2,17 +2,24 @@
 
 The controller needs only two things from whatever judges liveness: the current verdict per host,
 and a call when a verdict changes (so it reacts at once). The SSH probe scheduler implements it in
-production; tests drive :class:`ManualHealth` directly.
+production; tests drive :class:`ManualHealth` directly, and :class:`FileHealth` reads the *external
+health input* (a JSON file another checker writes; format in controller.core.health_file).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from controller.core.errors import SchemaError
+from controller.core.health_file import MAX_HEALTH_FILE_BYTES, parse_health_file
 from controller.core.model import Health, HostHealth
+
+log = logging.getLogger("clusterip.health")
 
 
 class HealthSource(Protocol):
@@ -84,3 +91,86 @@ class ProbeHealth:
 
     def stop(self) -> None:
         self.scheduler.stop()
+
+
+class FileHealth:
+    """External health input: verdicts from a JSON file that another checker replaces atomically.
+
+    Polled every ``poll_s`` (10 ms) by comparing (inode, size, mtime) — no inotify, so it also works
+    on network and bind-mounted filesystems. A missing file means every host is ``unknown`` (keep,
+    give nothing new); an unreadable or invalid file keeps the last good verdicts and is reported
+    once, because flapping every host to unknown on a half-written file would be worse.
+    """
+
+    def __init__(self, path: str, hosts: Iterable[str], poll_s: float = 0.01) -> None:
+        self.path = path
+        self.hosts = tuple(hosts)
+        self.poll_s = poll_s
+        now = time.time()
+        self._health = {h: HostHealth(h, Health.UNKNOWN, now, "no health file yet") for h in self.hosts}
+        self._callbacks: list[Callable[[HostHealth], None]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._seen: tuple[int, int, int] | None = None
+        self._problem = ""
+        self._thread = threading.Thread(target=self._run, name="health-file", daemon=True)
+        self.poll()
+
+    def poll(self) -> bool:
+        """Re-read the file if it changed; return True when a verdict changed (callbacks were called)."""
+        try:
+            st = os.stat(self.path)
+            key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            key = (0, 0, 0)
+        if key == self._seen:
+            return False
+        self._seen = key
+        try:
+            text = "{}" if key == (0, 0, 0) else _read_limited(self.path)
+            with self._lock:
+                previous = dict(self._health)
+            fresh, warnings = parse_health_file(text, self.hosts, previous, time.time())
+        except (OSError, SchemaError) as exc:
+            self._report(f"{self.path}: {exc}; keeping the previous verdicts")
+            return False
+        self._report("; ".join(warnings))
+        changed = [h for h in fresh.values() if previous[h.host_id].state is not h.state]
+        with self._lock:
+            self._health = fresh
+            callbacks = list(self._callbacks)
+        for health in changed:
+            log.info("host %s is %s (%s)", health.host_id, health.state.value, health.reason)
+            for callback in callbacks:
+                callback(health)
+        return bool(changed)
+
+    def _report(self, problem: str) -> None:
+        if problem and problem != self._problem:
+            log.warning("health file: %s", problem)
+        self._problem = problem
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self.poll()
+
+    def snapshot(self) -> dict[str, HostHealth]:
+        with self._lock:
+            return dict(self._health)
+
+    def subscribe(self, callback: Callable[[HostHealth], None]) -> None:
+        self._callbacks.append(callback)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+
+
+def _read_limited(path: str) -> str:
+    with open(path, encoding="utf-8") as file:
+        text = file.read(MAX_HEALTH_FILE_BYTES + 1)
+    return text

@@ -23,19 +23,28 @@ log = logging.getLogger("clusterip.controller")
 @click.option("--id", "controller_id", default=None, help="replica id (default: hostname-pid)")
 @click.option("--cycle-interval", default=0.5, show_default=True, type=float,
               help="seconds between cycles when nothing happens (events trigger cycles at once)")
+@click.option("--health-file", default=None, type=click.Path(dir_okay=False),
+              help="take host liveness from this JSON file (external health input) instead of SSH probes")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", default="INFO", show_default=True)
-def cli(config_path: str, controller_id: str | None, cycle_interval: float, log_format: str, log_level: str) -> None:
-    """Probe every host over SSH and, while leading, hand dead hosts' buckets to survivors."""
+def cli(config_path: str, controller_id: str | None, cycle_interval: float, health_file: str | None,
+        log_format: str, log_level: str) -> None:
+    """Probe every host over SSH and, while leading, hand dead hosts' buckets to survivors.
+
+    With --health-file, liveness comes from that file (written by another checker or a test; format
+    in docs/failure-modes.md) and no SSH probes run. With several clusters, name hosts uniquely.
+    """
     setup_logging(log_format, log_level)
     config = load_config(config_path)
-    from controller.health_source import ProbeHealth
+    from controller.health_source import FileHealth, HealthSource, ProbeHealth
     from controller.service import ControllerService
 
-    sources = {
-        spec.name: ProbeHealth([(h.id, h.ssh_host, h.ssh_port) for h in spec.hosts], spec.probe)
-        for spec in config.clusters
-    }
+    sources: dict[str, HealthSource] = {}
+    for spec in config.clusters:
+        if health_file is not None:
+            sources[spec.name] = FileHealth(health_file, spec.host_ids)
+        else:
+            sources[spec.name] = ProbeHealth([(h.id, h.ssh_host, h.ssh_port) for h in spec.hosts], spec.probe)
     service = ControllerService(config, sources, controller_id=controller_id, cycle_interval_s=cycle_interval)
 
     def on_signal(_signum: int, _frame: object) -> None:

@@ -41,11 +41,13 @@ def _read_secret(path: str) -> bytes:
               help="override the configured backend (memory: no kernel changes, for tests)")
 @click.option("--address", default=None, help="address peers and operators reach this hook at (default: ssh host)")
 @click.option("--peer-bind", default="0.0.0.0", show_default=True, help="address the peer responder binds")
+@click.option("--memory-journal", default=None, type=click.Path(dir_okay=False),
+              help="with --backend memory: persist the in-memory kernel in this append-only file (tests)")
 @click.option("--dry-run", is_flag=True, help="print the kernel changes the current map asks for, change nothing")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", default="INFO", show_default=True)
 def cli(config_path: str, host_id: str, cluster: str | None, backend_name: str | None, address: str | None,
-        peer_bind: str, dry_run: bool, log_format: str, log_level: str) -> None:
+        peer_bind: str, memory_journal: str | None, dry_run: bool, log_format: str, log_level: str) -> None:
     """Register this host in ZooKeeper and keep its kernel in line with the bucket map."""
     setup_logging(log_format, log_level)
     config = load_config(config_path)
@@ -56,6 +58,12 @@ def cli(config_path: str, host_id: str, cluster: str | None, backend_name: str |
     from node_hook.backends import create_backend
 
     backend = create_backend(spec, host_id, backend_name)
+    if memory_journal is not None:
+        from node_hook.backends.memory import MemoryBackend
+
+        if not isinstance(backend, MemoryBackend):
+            raise ConfigError(["--memory-journal needs --backend memory"])
+        backend.attach_journal(memory_journal)
     if dry_run:
         _dry_run(config, spec, host_id, backend)
         return
