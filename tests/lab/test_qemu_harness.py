@@ -63,7 +63,8 @@ def test_script_sees_repo_env_modules_and_iptc(image: GuestImage, tmp_path: Path
         touch "$CIPQ_SCRATCH/x" && echo scratch-ok
         echo kept > "$CIPQ_SHARE/result.txt"
         echo "custom=$CUSTOM"
-        modprobe xt_cluster && modprobe veth && modprobe bridge && echo modprobe-ok
+        for m in ipt_CLUSTERIP xt_cluster nf_tables veth bridge dummy; do modprobe $m || exit 9; done
+        lsmod | grep -q '^ipt_CLUSTERIP ' && echo modprobe-ok
         "$CIPQ_PYTHON" -c 'import iptc; print("iptc", iptc.Table(iptc.Table.FILTER).name)'
         test -r "$CIPQ_REPO/pyproject.toml" && echo repo-visible
         echo to-stderr >&2
@@ -104,3 +105,15 @@ def test_stage1_failure_is_a_boot_error_not_a_hang(image: GuestImage, tmp_path: 
     assert f"module dir {missing} not visible" in str(caught.value)
     assert "CIPQ-INIT-FAIL" in caught.value.console
     assert _qemu_children() == []
+
+
+def test_prepare_is_idempotent_and_cached(image: GuestImage) -> None:
+    started = time.monotonic()
+    again = prepare()
+    elapsed = time.monotonic() - started
+    print(f"\nwarm prepare(): {elapsed:.1f} s, {again.package} {again.version}")
+    assert again == image
+    assert (image.kernel.parent / "ready.json").is_file()
+    assert (image.modules_dir / "kernel/net/ipv4/netfilter/ipt_CLUSTERIP.ko").is_file()
+    assert (image.modules_dir / "modules.dep").is_file()
+    assert image.kernel.read_bytes()[:4] == b"\x7fELF"
