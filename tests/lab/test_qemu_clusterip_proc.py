@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ ip -n {NETNS} link set lo up
 ip -n {NETNS} link set eth0 up
 ip -n {NETNS} addr add 198.18.0.1/22 dev eth0
 ip -n {NETNS} addr add 198.18.0.100/32 dev eth0
-ip netns exec {NETNS} "$CIPQ_PYTHON" {PROBE}
+ip netns exec {NETNS} "$CIPQ_PYTHON" {shlex.quote(str(PROBE))}
 dmesg | grep -i clusterip >&2 || true
 ip netns del {NETNS}
 """

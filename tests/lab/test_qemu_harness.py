@@ -117,3 +117,13 @@ def test_prepare_is_idempotent_and_cached(image: GuestImage) -> None:
     assert (image.modules_dir / "kernel/net/ipv4/netfilter/ipt_CLUSTERIP.ko").is_file()
     assert (image.modules_dir / "modules.dep").is_file()
     assert image.kernel.read_bytes()[:4] == b"\x7fELF"
+
+
+def test_qemu_refusing_to_start_the_guest_is_a_boot_error(image: GuestImage, tmp_path: Path) -> None:
+    """A runnable qemu that rejects its arguments is a failure with qemu's reason, not a skip."""
+    broken = dataclasses.replace(image, kernel=tmp_path / "no-such-vmlinux")
+    with pytest.raises(GuestBootError) as caught:
+        run_in_guest("true", image=broken, timeout_s=30)
+    assert "qemu exited with 1" in str(caught.value)
+    assert "no-such-vmlinux" in str(caught.value)
+    assert _qemu_children() == []

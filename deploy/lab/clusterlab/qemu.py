@@ -247,8 +247,9 @@ def _boot(cmd: list[str], share: Path, timeout_s: float) -> GuestResult:
     log = console.text()
     rc_text = _read(share / "rc").strip()
     if not rc_text.isdigit():
+        last = next((line for line in reversed(log.splitlines()) if line.strip()), "no console output")
         why = (f"stage 1 failed: {console.init_failure}" if console.init_failure
-               else f"qemu exited with {proc.returncode} before the guest wrote an exit code")
+               else f"qemu exited with {proc.returncode} before the guest wrote an exit code ({last.strip()})")
         raise GuestBootError(f"guest boot failed, {why}; see the console tail in .console", log)
     return GuestResult(int(rc_text), _read(share / "stdout"), _read(share / "stderr"),
                        console.booted_at if console.booted_at is not None else total, total, log)

@@ -40,6 +40,7 @@ BOOT_MODULES = ("virtio_pci", "virtio_rng", "9pnet_virtio", "9p", "overlay")
 _KERNEL_PACKAGE_RE = re.compile(r"^linux-image-6\.1\.0-(\d+)-amd64$")
 _READY = "ready.json"
 _LOCK_WAIT_S = 900.0
+_STALE_INITRAMFS_S = 86400.0
 
 
 @dataclass(frozen=True)
@@ -269,7 +270,8 @@ def _ensure_initramfs(entry: Path, modules_dir: Path, busybox: Path) -> Path:
     tmp = target.with_suffix(f".tmp{os.getpid()}")
     tmp.write_bytes(gzip.compress(cpio.archive(members), compresslevel=6, mtime=0))
     tmp.rename(target)
+    # Drop stale variants only when old: another checkout may be about to boot with one.
     for old in entry.glob("initramfs-*.cpio.gz"):
-        if old != target:
+        if old != target and time.time() - old.stat().st_mtime > _STALE_INITRAMFS_S:
             old.unlink(missing_ok=True)
     return target
