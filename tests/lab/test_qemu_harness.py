@@ -67,16 +67,21 @@ def test_script_sees_repo_env_modules_and_iptc(image: GuestImage, tmp_path: Path
         lsmod | grep -q '^ipt_CLUSTERIP ' && echo modprobe-ok
         "$CIPQ_PYTHON" -c 'import iptc; print("iptc", iptc.Table(iptc.Table.FILTER).name)'
         test -r "$CIPQ_REPO/pyproject.toml" && echo repo-visible
+        cat "$HOST_FILE"
         echo to-stderr >&2
         exit 7
     """
+    host_file = tmp_path / "from-host.txt"  # under the host's /tmp: a clone there must stay visible
+    host_file.write_text("host-tmp-visible\n")
     before = _run_dirs()
-    result = run_in_guest(script, image=image, env={"CUSTOM": "a b'c"}, outdir=tmp_path / "out", timeout_s=120)
+    env = {"CUSTOM": "a b'c", "HOST_FILE": str(host_file)}
+    result = run_in_guest(script, image=image, env=env, outdir=tmp_path / "out", timeout_s=120)
     print(f"\nboot {result.boot_seconds:.1f} s, total {result.total_seconds:.1f} s")
     assert result.returncode == 7, result.stderr + result.console
     lines = result.stdout.splitlines()
     assert lines[0] == f"kernel={image.kernel_release} cwd={REPO_ROOT} repo={REPO_ROOT}"
-    assert lines[1:] == ["scratch-ok", "custom=a b'c", "modprobe-ok", "iptc filter", "repo-visible"]
+    assert lines[1:] == ["scratch-ok", "custom=a b'c", "modprobe-ok", "iptc filter", "repo-visible",
+                         "host-tmp-visible"]
     assert result.stderr == "to-stderr\n"
     assert (tmp_path / "out" / "result.txt").read_text() == "kept\n"
     assert _run_dirs() == before
