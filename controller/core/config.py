@@ -393,7 +393,7 @@ def _probe(value: object, path: str, probs: Problems) -> ProbeSettings:
     window = probe.fall * probe.interval_s
     if probe.interval_s > 0 and probe.fall >= 1:
         for name in ("connect_timeout_s", "banner_timeout_s"):
-            if getattr(probe, name) > window:
+            if getattr(probe, name) > window + 1e-9:  # tolerate float rounding (3 x 0.15)
                 probs.add(child(path, name),
                           f"{getattr(probe, name)} s exceeds fall x interval_s = {window:g} s, so a hung host "
                           "is detected late", "lower the timeout or raise interval_s / fall")

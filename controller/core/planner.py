@@ -77,9 +77,23 @@ def keeps_buckets(view: ClusterView, host: str) -> bool:
     return health is None or health.state is not Health.DOWN
 
 
-def _not_yet_judged(view: ClusterView, host: str) -> bool:
+#: How long a never-owned bucket waits for its home host's hook after the host was found up.
+STARTUP_GRACE_S = 10.0
+
+
+def _not_yet_judged(view: ClusterView, host: str, now: float) -> bool:
+    """At start-up, should a never-owned bucket wait for its home host rather than go elsewhere?
+
+    Yes while the home host has no probe verdict yet, or is up but its hook has not registered
+    for less than STARTUP_GRACE_S: otherwise the first host to answer would collect every bucket
+    and hand them back moments later, breaking sessions for nothing.
+    """
     health = view.health.get(host)
-    return health is None or health.state is Health.UNKNOWN
+    if health is None or health.state is Health.UNKNOWN:
+        return True
+    if health.state is Health.DOWN or host in view.members:
+        return False
+    return now - health.since < STARTUP_GRACE_S
 
 
 def _failback_allowed(view: ClusterView, home: str, now: float) -> tuple[bool, str]:
@@ -151,7 +165,7 @@ def compute_targets(view: ClusterView, now: float) -> tuple[dict[int, str | None
         state = view.map.buckets[bucket]
         previous = state.owner or state.releasing
         home = view.spec.home_of(bucket)
-        if not eligible or (previous is None and home is not None and _not_yet_judged(view, home)):
+        if not eligible or (previous is None and home is not None and _not_yet_judged(view, home, now)):
             # Nobody can take it, or its home host has not been probed yet (start-up): wait rather
             # than pile every bucket onto whichever host answered first.
             targets[bucket] = None

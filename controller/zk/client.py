@@ -46,10 +46,11 @@ def start_client(client: KazooClient, settings: ZooKeeperSettings) -> None:
     chroot = settings.chroot.rstrip("/")
     try:
         if chroot:
-            bootstrap = KazooClient(hosts=settings.hosts, timeout=settings.session_timeout_s)
+            bootstrap = make_client(ZooKeeperSettings(settings.hosts, "", settings.session_timeout_s,
+                                                      settings.connect_timeout_s))
             bootstrap.start(timeout=settings.connect_timeout_s)
             try:
-                bootstrap.ensure_path(chroot)
+                bootstrap.retry(bootstrap.ensure_path, chroot)
             finally:
                 bootstrap.stop()
                 bootstrap.close()

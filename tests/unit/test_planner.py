@@ -269,3 +269,14 @@ def test_start_up_waits_for_each_home_host_verdict() -> None:
     sim.converge()
     assert sim.map.owned_by("h3") >= {3, 6}
     assert {sim.map.owner_of(2), sim.map.owner_of(5)} == {"h1", "h3"}, "h2's buckets spread one each"
+
+
+def test_start_up_waits_for_the_home_hook_within_a_grace_period() -> None:
+    sim = Sim(make_spec(3, 6, "delayed"))
+    del sim.members["h2"]
+    sim.health["h2"] = HostHealth("h2", Health.UP, sim.now, "")
+    sim.converge()
+    assert sim.map.owner_of(2) is None and sim.map.owner_of(5) is None, "waits for h2's hook"
+    sim.now += 11
+    sim.converge()
+    assert {sim.map.owner_of(2), sim.map.owner_of(5)} == {"h1", "h3"}, "gives up after the grace period"

@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tracks = watch(args.vip, args.port, sources, args.interval, args.timeout, args.duration, stop)
         print(json.dumps({s: {"transitions": t.transitions, "attempts": t.attempts} for s, t in tracks.items()}))
     elif args.mode == "login":
-        with ThreadPoolExecutor(max_workers=16) as pool:
+        with ThreadPoolExecutor(max_workers=4) as pool:
             nodes = list(pool.map(lambda s: login(s, args.vip, args.port, args.user, args.key, args.timeout), sources))
         print(json.dumps(dict(zip(sources, nodes, strict=True))))
     else:

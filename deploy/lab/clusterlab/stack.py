@@ -129,6 +129,7 @@ class LabStack:
             self._write_config()
             for host in self.host_names:
                 self.start_hook(host)
+            self._wait_members(timeout_s)
             for i in range(1, opts.controllers + 1):
                 self.start_controller(f"ctl{i}")
             self.responders = Responders(self.topo, opts.responder_port).start()
@@ -201,7 +202,8 @@ class LabStack:
     def _write_config(self) -> None:
         opts = self.options
         assert self.zk is not None
-        probe = {"key_file": str(self.probe_key), "known_hosts": str(self.known_hosts), "user": PROBE_USER}
+        probe: dict[str, Any] = {"key_file": str(self.probe_key), "known_hosts": str(self.known_hosts),
+                                 "user": PROBE_USER, "banner_timeout_s": 0.45, "connect_timeout_s": 0.45}
         probe.update(opts.probe)
         hosts = [
             {"id": h.name, "ssh": f"{h.mgmt_address}:22", "home_buckets": self.home_buckets(h.name)}
@@ -245,6 +247,17 @@ class LabStack:
             )
         finally:
             log.close()
+
+    def _wait_members(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if len(self.read_state()["members"]) == len(self.host_names):
+                return
+            dead = [h for h, p in self.hooks.items() if p.poll() is not None]
+            if dead:
+                raise LabError(f"hook of {dead[0]} exited at start: {self.log_tail('hook-' + dead[0], 5)}")
+            time.sleep(0.1)
+        raise LabError(f"hooks did not all register within {timeout_s} s; logs in {self.workdir}")
 
     def start_controller(self, name: str) -> None:
         log = open(self.dir / "logs" / f"controller-{name}.log", "ab")  # noqa: SIM115 - handed to the child
@@ -328,12 +341,13 @@ class LabStack:
             raise LabError(f"{module} {args[:1]} failed: {proc.stderr.strip()[-500:]}")
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
-    def banners(self, sources: list[str] | None = None, timeout_s: float = 1.0) -> dict[str, str | None]:
-        """Which host's sshd answers each source right now (None: nobody)."""
+    def banners(self, sources: list[str] | None = None, timeout_s: float = 2.0,
+                spread_s: float = 1.0) -> dict[str, str | None]:
+        """Which host's sshd answers each source right now (None: nobody); attempts spread over spread_s."""
         srcs = sources or list(self.topo.client_sources)
         result: dict[str, str | None] = self.client_run(
             "clusterlab.sshclient", "banner", "--vip", self.topo.vip, "--sources", ",".join(srcs),
-            "--timeout", str(timeout_s))
+            "--timeout", str(timeout_s), "--interval", str(spread_s))
         return result
 
     def logins(self, sources: list[str] | None = None, timeout_s: float = 5.0) -> dict[str, str]:
