@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from clusterlab.errors import LabError  # noqa: E402
-from clusterlab.measure import BannerWatch, recovery, summary  # noqa: E402
-from clusterlab.stack import LabStack, StackOptions  # noqa: E402
+from clusterlab.errors import LabError
+from clusterlab.measure import BannerWatch, recovery, summary
+from clusterlab.stack import LabStack, StackOptions
 
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 
