@@ -1,0 +1,218 @@
+"""nftables backend: a table per cluster whose ``owned`` set holds this host's buckets.
+
+Kernel state (IPv4; ``ip6`` family and ``ip6 saddr`` for an IPv6 VIP)::
+
+    table ip cif_<cluster> {
+      set owned { typeof numgen inc mod N; elements = { ... } }
+      chain pre { type filter hook prerouting priority raw; policy accept;
+        iifname IF ip daddr VIP <service> jhash ip saddr mod N seed S offset 1 @owned meta pkttype set host accept
+        iifname IF ip daddr VIP icmp type { <errors> } accept      # only if the service is not "all"
+        iifname IF ip daddr VIP drop } }
+    table arp cif_<cluster> { chain out { ... arp saddr ip VIP arp saddr ether set MAC } }
+
+Why these choices:
+* ``offset 1`` numbers buckets 1..N like the map (and like xt_cluster's node numbers).
+* ``meta pkttype set host``: frames to the multicast cluster MAC arrive as PACKET_MULTICAST, which
+  TCP discards; accepted packets must be turned into PACKET_HOST.
+* ``priority raw``: decided before conntrack, so a host never creates conntrack entries for buckets
+  it does not own.
+* The set is declared ``typeof numgen inc mod N`` (a 32-bit integer like jhash's result) because
+  nftables 1.0.6 crashes listing a set declared ``typeof jhash ...``; ``type mark`` would not accept
+  a jhash key. The kernel only sees a 4-byte integer key either way.
+* Every rule carries a comment with a fingerprint of the configuration, so install() can adopt an
+  unchanged table without writing anything (a restarted hook changes nothing in the kernel).
+* Ownership changes are set element add/delete in one libnftables transaction, in-process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from controller.core.errors import BackendError
+from controller.core.model import ClusterSpec
+from node_hook.backends import _mcast, _prereq
+from node_hook.backends._arp import ArpRewrite
+from node_hook.backends._common import check_bucket, check_buckets
+from node_hook.backends._naming import nft_table_name
+from node_hook.backends._nft import NftSession, nft_available
+from node_hook.backends._service import Service, fingerprint
+from node_hook.backends.base import BucketBackend
+
+SET = "owned"
+CHAIN = "pre"
+
+
+class NftablesBackend(BucketBackend):
+    """Owns buckets through set elements of ``table <ip|ip6> cif_<cluster>``."""
+
+    name = "nftables"
+
+    def __init__(self, spec: ClusterSpec, host_id: str, *, prefix: str = "cif") -> None:
+        self.spec = spec
+        self.host_id = host_id
+        self.total = spec.buckets
+        self.table = nft_table_name(spec.name, prefix)
+        self.family = "ip6" if spec.vip.version == 6 else "ip"
+        self.service = Service.of(spec)
+        # IPv6 neighbour discovery is not rewritten (see docs/backends.md): IPv4 only.
+        self.arp = None if spec.vip.version == 6 else ArpRewrite(self.table, spec.interface, str(spec.vip),
+                                                                  spec.cluster_mac)
+        self.rules = self._render_rules()
+        self.fp = fingerprint("nftables", self.table, self.rules, self.arp)
+        self._nft: NftSession | None = None
+
+    # ------------------------------------------------------------------ rendering
+
+    def _render_rules(self) -> list[str]:
+        addr = self.family
+        base = f'iifname "{self.spec.interface}" {addr} daddr {self.spec.vip}'
+        service = self.service.nft_match()
+        balance = (
+            f"{base} {service} jhash {addr} saddr mod {self.total} seed 0x{self.spec.hash.seed:08x} offset 1 "
+            f"@{SET} meta pkttype set host accept"
+        ).replace("  ", " ")
+        rules = [balance]
+        if not self.service.everything:
+            rules.append(f"{base} {self.service.nft_passthrough()} accept")
+        rules.append(f"{base} drop")
+        return rules
+
+    def _comment(self, index: int) -> str:
+        return f"cif:{self.fp}:{index}"
+
+    def install_commands(self, initial: frozenset[int], fresh: bool, rewrite: bool, arp_rewrite: bool) -> str:
+        """The single transaction install() applies (exposed for --dry-run and the unit tests)."""
+        t = f"{self.family} {self.table}"
+        cmds = [
+            f"add table {t}",
+            f"add set {t} {SET} {{ typeof numgen inc mod {self.total}; }}",
+            f"add chain {t} {CHAIN} {{ type filter hook prerouting priority raw; policy accept; }}",
+        ]
+        if fresh or rewrite:
+            if rewrite:
+                cmds.append(f"flush chain {t} {CHAIN}")
+            cmds += [f'add rule {t} {CHAIN} {rule} comment "{self._comment(i)}"' for i, rule in enumerate(self.rules)]
+        if fresh and initial:
+            cmds.append(f"add element {t} {SET} {{ {', '.join(str(b) for b in sorted(initial))} }}")
+        if self.arp is not None and (fresh or arp_rewrite):
+            cmds += self.arp.commands(self._comment(len(self.rules)), rewrite=arp_rewrite)
+        return "\n".join(cmds)
+
+    # ------------------------------------------------------------------ BucketBackend
+
+    def _session(self) -> NftSession:
+        if self._nft is None:
+            self._nft = NftSession()
+        return self._nft
+
+    def check_prerequisites(self) -> list[str]:
+        problems = [
+            _prereq.capability_problem(),
+            nft_available(),
+            _prereq.interface_problem(self.spec.interface),
+            _prereq.vip_problem(self.spec.vip, self.spec.interface),
+        ]
+        if self.total < 2:
+            problems.append("nftables refuses jhash mod 1: configure at least 2 buckets")
+        if problems[1] is None and problems[0] is None:
+            try:
+                self._session().list_json("tables")
+            except BackendError as exc:
+                problems.append(f"nf_tables is not usable here ({exc}): load the nf_tables module")
+        return [p for p in problems if p]
+
+    def _state(self) -> tuple[bool, bool, bool]:
+        """(fresh, rules differ, arp rules differ) for the installed table."""
+        nft = self._session()
+        items = nft.list_json(f"table {self.family} {self.table}")
+        if items is None:
+            return True, False, self.arp is not None
+        has_set = any("set" in i and i["set"].get("name") == SET for i in items)
+        if not has_set:  # a table of ours without its set: rebuild it as new
+            return True, False, self.arp is not None
+        comments = [str(i["rule"].get("comment", "")) for i in items if "rule" in i]
+        rewrite = comments != [self._comment(i) for i in range(len(self.rules))]
+        arp_rewrite = False
+        if self.arp is not None:
+            arp_rewrite = self.arp.comments(nft) != [self._comment(len(self.rules))]
+        return False, rewrite, arp_rewrite
+
+    def install(self, initial: frozenset[int] = frozenset()) -> None:
+        initial = check_buckets(initial, self.total)
+        fresh, rewrite, arp_rewrite = self._state()
+        was_joined = _mcast.joined(self.spec.interface, self.spec.cluster_mac)
+        _mcast.join(self.spec.interface, self.spec.cluster_mac)
+        if fresh or rewrite or arp_rewrite:
+            if fresh:
+                # a leftover table without its set: drop it inside the same transaction
+                stale = self._session().list_json(f"table {self.family} {self.table}") is not None
+                prefix = f"delete table {self.family} {self.table}\n" if stale else ""
+            else:
+                prefix = ""
+            try:
+                self._session().run(prefix + self.install_commands(initial, fresh, rewrite, arp_rewrite),
+                                    f"installing nftables cluster {self.spec.name}")
+            except BackendError:
+                if not was_joined:
+                    _mcast.leave(self.spec.interface, self.spec.cluster_mac)
+                raise
+
+    def held(self) -> frozenset[int]:
+        items = self._session().list_json(f"set {self.family} {self.table} {SET}")
+        if items is None:
+            raise BackendError(f"nftables table {self.family} {self.table} is not installed: start the hook (install)")
+        return _elements(items)
+
+    def grant(self, bucket: int) -> None:
+        check_bucket(bucket, self.total)
+        self._session().run(f"add element {self.family} {self.table} {SET} {{ {bucket} }}", f"granting bucket {bucket}")
+
+    def revoke(self, bucket: int) -> None:
+        check_bucket(bucket, self.total)
+        err = self._session().try_run(f"delete element {self.family} {self.table} {SET} {{ {bucket} }}")
+        if err is not None and bucket in self.held():
+            raise BackendError(f"revoking bucket {bucket} failed: {err}")
+
+    def apply(self, wanted: Iterable[int]) -> frozenset[int]:
+        """All revokes and grants in one transaction (no moment with a half-applied map)."""
+        want = check_buckets(wanted, self.total)
+        have = self.held()
+        t = f"{self.family} {self.table} {SET}"
+        cmds = []
+        if have - want:
+            cmds.append(f"delete element {t} {{ {', '.join(str(b) for b in sorted(have - want))} }}")
+        if want - have:
+            cmds.append(f"add element {t} {{ {', '.join(str(b) for b in sorted(want - have))} }}")
+        if not cmds:
+            return have
+        self._session().run("\n".join(cmds), f"applying buckets {sorted(want)}")
+        return self.held()
+
+    def remove(self) -> None:
+        nft = self._session()
+        cmds = []
+        if nft.list_json(f"table {self.family} {self.table}") is not None:
+            cmds.append(f"delete table {self.family} {self.table}")
+        if self.arp is not None and nft.list_json(f"table arp {self.table}") is not None:
+            cmds.append(self.arp.delete_command())
+        if cmds:
+            nft.run("\n".join(cmds), f"removing nftables cluster {self.spec.name}")
+        _mcast.leave(self.spec.interface, self.spec.cluster_mac)
+
+
+def _elements(items: list[dict[str, object]]) -> frozenset[int]:
+    """Set elements from ``list set`` JSON: plain integers (no intervals, no timeouts here)."""
+    for item in items:
+        body = item.get("set")
+        if isinstance(body, dict):
+            elems = body.get("elem", [])
+            out = set()
+            for elem in elems if isinstance(elems, list) else []:
+                if isinstance(elem, int):
+                    out.add(elem)
+                elif isinstance(elem, dict) and isinstance(elem.get("elem", {}).get("val"), int):
+                    out.add(elem["elem"]["val"])
+                else:
+                    raise BackendError(f"unexpected element {elem!r} in the owned set: remove the table and reinstall")
+            return frozenset(out)
+    raise BackendError("the owned set listing has no set object: upgrade nftables")
