@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,8 +45,8 @@ def _run_dirs() -> set[str]:
     return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith(f"cipq-{os.getpid()}-")}
 
 
-def _qemu_children() -> list[int]:
-    """PIDs of qemu processes whose parent is this test process."""
+def _qemu_children(parent: int | None = None) -> list[int]:
+    """PIDs of qemu processes whose parent is `parent` (default: this test process)."""
     pids = []
     for entry in Path("/proc").iterdir():
         try:
@@ -51,7 +54,7 @@ def _qemu_children() -> list[int]:
             comm = (entry / "comm").read_text().strip()
         except (OSError, IndexError):
             continue
-        if comm.startswith("qemu-system") and int(fields[1]) == os.getpid():
+        if comm.startswith("qemu-system") and int(fields[1]) == (parent or os.getpid()):
             pids.append(int(entry.name))
     return pids
 
@@ -132,3 +135,28 @@ def test_qemu_refusing_to_start_the_guest_is_a_boot_error(image: GuestImage, tmp
     assert "qemu exited with 1" in str(caught.value)
     assert "no-such-vmlinux" in str(caught.value)
     assert _qemu_children() == []
+
+
+def test_qemu_dies_with_a_killed_harness(image: GuestImage) -> None:
+    """SIGKILL of the calling process runs no cleanup; the kernel must still take qemu down."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from clusterlab.qemu import run_in_guest; "
+            "run_in_guest('sleep 600', timeout_s=300)")
+    harness = subprocess.Popen([sys.executable, "-c", code, str(REPO_ROOT / "deploy" / "lab")])
+    try:
+        deadline = time.monotonic() + 60
+        while not (qemu := _qemu_children(harness.pid)) and time.monotonic() < deadline:
+            assert harness.poll() is None, "harness exited before starting qemu"
+            time.sleep(0.2)
+        assert len(qemu) == 1, "qemu did not start within 60 s"
+        os.kill(harness.pid, signal.SIGKILL)
+        harness.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{qemu[0]}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{qemu[0]}").exists(), "qemu outlived the killed harness"
+    finally:
+        if harness.poll() is None:
+            os.kill(harness.pid, signal.SIGKILL)
+            harness.wait(timeout=10)
+        for pid in _qemu_children(harness.pid):
+            os.kill(pid, signal.SIGKILL)

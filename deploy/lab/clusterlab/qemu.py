@@ -19,6 +19,7 @@ scratch dir), XTABLES_LIBDIR and IPTABLES_LIBDIR (so `import iptc` works, and fa
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import importlib.util
 import os
@@ -169,6 +170,19 @@ class _Console:
         return "\n".join(self.lines)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the forked child: have the kernel SIGKILL qemu if the harness process dies.
+
+    qemu runs in its own session (terminal signals reach only the harness, which stops it cleanly),
+    so without this a harness killed by SIGTERM/SIGKILL would leave qemu burning a core.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     """End the qemu process we started, by its PID: SIGTERM, then SIGKILL after a bounded wait."""
     if proc.poll() is not None:
@@ -228,7 +242,7 @@ def _boot(cmd: list[str], share: Path, timeout_s: float) -> GuestResult:
     started = time.monotonic()
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
     except OSError as exc:
         raise GuestUnavailable(f"cannot execute {cmd[0]}: {exc.strerror}; reinstall qemu-system-x86") from exc
     try:
