@@ -26,6 +26,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("controller.ctl.cmd_config", "config_group"),
     "import": ("controller.ctl.cmd_import", "import_group"),
     "which": ("controller.ctl.cmd_which", "which"),
+    "status": ("controller.ctl.cmd_status", "status"),
+    "nodes": ("controller.ctl.cmd_nodes", "nodes"),
+    "drain": ("controller.ctl.cmd_drain", "drain"),
+    "undrain": ("controller.ctl.cmd_drain", "undrain"),
+    "move": ("controller.ctl.cmd_move", "move"),
+    "failback": ("controller.ctl.cmd_failback", "failback"),
+    "pause": ("controller.ctl.cmd_pause", "pause"),
+    "resume": ("controller.ctl.cmd_pause", "resume"),
 }
 
 EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE

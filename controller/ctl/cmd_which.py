@@ -96,16 +96,21 @@ def _check_ports(backend: Backend, settings: HashSettings, sport: int | None, dp
 @click.option("--seed", metavar="S", help="xt_cluster / nftables hash seed (with --backend).")
 @click.option("--hash-init", metavar="H", help="CLUSTERIP --hash-init (with --backend clusterip; default 0).")
 @click.option("--hash-mode", type=click.Choice(HASH_MODES), help="CLUSTERIP --hashmode (default sourceip).")
+@click.option("--owner", "with_owner", is_flag=True,
+              help="Also read the bucket's current owner from ZooKeeper (needs --config).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
 def which(
     address: str, sport: int | None, dport: int | None, config_file: str | None, cluster_name: str | None,
     backend: Backend | None, buckets: int | None, seed: str | None, hash_init: str | None,
-    hash_mode: str | None, as_json: bool,
+    hash_mode: str | None, with_owner: bool, as_json: bool,
 ) -> None:
-    """Print the bucket a client ADDRESS lands in (and its home host).
+    """Print the bucket a client ADDRESS lands in (and its home host; with --owner, its owner now).
 
-    Exit 0 on success, 2 on bad arguments or an invalid --config file.
+    Exit 0 on success, 2 on bad arguments or an invalid --config file, 1 when --owner cannot read
+    ZooKeeper.
     """
+    if with_owner and config_file is None:
+        raise UsageError("--owner reads the bucket map of a configured cluster: add --config FILE")
     if (config_file is None) == (backend is None):
         raise UsageError("give exactly one of --config FILE or --backend {clusterip,xt_cluster,nftables}")
     if cluster_name is not None and config_file is None:
@@ -129,6 +134,9 @@ def which(
     except ValueError as err:
         raise UsageError(str(err)) from None
     home = cluster.home_of(bucket) if cluster is not None else None
+    live: tuple[str | None, str] | None = None
+    if with_owner and cluster is not None and config_file is not None:
+        live = _current_owner(config_file, cluster, bucket)
     if as_json:
         doc: dict[str, object] = {
             "address": str(addr), "bucket": bucket, "backend": chosen, "buckets": total,
@@ -137,6 +145,8 @@ def which(
             "sport": sport, "dport": dport,
             "cluster": cluster.name if cluster else None, "home": home,
         }
+        if live is not None:
+            doc["owner"], doc["state"] = live
         click.echo(json.dumps(doc, sort_keys=True))
         return
     how = (
@@ -146,4 +156,20 @@ def which(
     line = f"{addr}: bucket {bucket} of {total} ({where}{chosen}, {how})"
     if cluster is not None:
         line += f"; home host {home}" if home else "; no home host"
+    if live is not None:
+        owner, state = live
+        line += f"; owner {owner} ({state})" if owner else f"; no owner ({state})"
     click.echo(line)
+
+
+def _current_owner(config_file: str, cluster: ClusterSpec, bucket: int) -> tuple[str | None, str]:
+    """(owner, state) of ``bucket`` in the live map; ZooKeeper is imported only for --owner."""
+    from controller.core.status_view import bucket_state
+    from controller.ctl import zkview
+
+    config = zkview.load(config_file)
+    with zkview.connected(config, read_only=True) as client:
+        _, view, _ = zkview.read_cluster(client, cluster)
+    if bucket not in view.map.buckets:
+        return None, "unowned"
+    return view.map.owner_of(bucket), bucket_state(view, bucket)
