@@ -13,6 +13,7 @@ APT_PACKAGES=(
   qemu-system-x86 busybox-static cpio    # legacy CLUSTERIP on Debian's 6.1 kernel under qemu
   stress-ng socat                        # load for the false-alarm benchmark, relays
   python3 python3-venv                   # a Python >= 3.11 for the virtualenv
+  systemd                                # systemd-analyze verify/security for the unit tests
 )
 
 if [ "$(id -u)" != 0 ]; then

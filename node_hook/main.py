@@ -46,8 +46,13 @@ def _read_secret(path: str) -> bytes:
 @click.option("--dry-run", is_flag=True, help="print the kernel changes the current map asks for, change nothing")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option("--metrics-port", default=9465, show_default=True, type=click.IntRange(0, 65535),
+              help="port of /metrics, /healthz, /readyz (0: any free port, logged)")
+@click.option("--metrics-bind", default="127.0.0.1", show_default=True, help="address the metrics server binds")
+@click.option("--no-metrics", is_flag=True, help="serve no metrics or health endpoints")
 def cli(config_path: str, host_id: str, cluster: str | None, backend_name: str | None, address: str | None,
-        peer_bind: str, memory_journal: str | None, dry_run: bool, log_format: str, log_level: str) -> None:
+        peer_bind: str, memory_journal: str | None, dry_run: bool, log_format: str, log_level: str,
+        metrics_port: int, metrics_bind: str, no_metrics: bool) -> None:
     """Register this host in ZooKeeper and keep its kernel in line with the bucket map."""
     setup_logging(log_format, log_level)
     config = load_config(config_path)
@@ -67,10 +72,15 @@ def cli(config_path: str, host_id: str, cluster: str | None, backend_name: str |
     if dry_run:
         _dry_run(config, spec, host_id, backend)
         return
+    from controller.metrics import serve
     from node_hook.agent import HookAgent
+    from node_hook.metrics import HookMetrics
 
+    metrics = HookMetrics(spec.name, host_id, stall_after_s=max(20.0, 3 * spec.handoff.resync_interval_s))
     agent = HookAgent(spec, config.zookeeper, host_id, backend, address=address, peer_bind=peer_bind,
-                      peer_secret=_read_secret(spec.handoff.peer_secret_file))
+                      peer_secret=_read_secret(spec.handoff.peer_secret_file), on_applied=metrics.on_applied)
+    metrics.bind(agent)
+    server = None if no_metrics else serve(metrics.registry, metrics_bind, metrics_port, metrics.live, metrics.ready)
     stopping = []
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -80,9 +90,12 @@ def cli(config_path: str, host_id: str, cluster: str | None, backend_name: str |
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     agent.start()
+    metrics.watch_map()
     agent.wait()
     log.info("stopping (signal %s): buckets stay in the kernel", stopping[0] if stopping else "?")
     agent.stop(release=False)
+    if server is not None:
+        server.stop()
 
 
 def _dry_run(config: object, spec: object, host_id: str, backend: object) -> None:
