@@ -168,21 +168,24 @@ class ControllerMetrics:
 
         service = self._service
         assert service is not None, "bind() the service first"
+        def watcher(cluster: str, host: str) -> Callable[[bytes | None, object], None]:
+            # A closure with exactly (data, stat): kazoo passes the event too to 3-argument functions.
+            def changed(data: bytes | None, _stat: object) -> None:
+                if data is None:
+                    return
+                try:
+                    status = schema.decode_status(data, expected_host=host)
+                except Exception:
+                    return
+                with self._lock:
+                    self._applied[(cluster, host)] = status.epoch
+                    self._update_lag(cluster)
+
+            return changed
+
         for name, loop in service.loops.items():
             for host in loop.spec.host_ids:
-
-                def changed(data: bytes | None, _stat: object, cluster: str = name, host: str = host) -> None:
-                    if data is None:
-                        return
-                    try:
-                        status = schema.decode_status(data, expected_host=host)
-                    except Exception:
-                        return
-                    with self._lock:
-                        self._applied[(cluster, host)] = status.epoch
-                        self._update_lag(cluster)
-
-                DataWatch(service.client, layout.status_path(name, host), changed)
+                DataWatch(service.client, layout.status_path(name, host), watcher(name, host))
 
     # ------------------------------------------------------------------ per cycle
 
