@@ -47,7 +47,7 @@ def failover(stack: LabStack, victim: str, fault: str, sources: list[str]) -> No
     owners = stack.owners()
     affected = [s for s in sources if owners.get(stack.bucket_of(s)) == victim]
     print(f"   {len(affected)} of {len(sources)} client sources land in {victim}'s buckets")
-    with BannerWatch(stack, affected, interval_s=0.02, timeout_s=0.3, duration_s=60) as watch:
+    with BannerWatch(stack, affected, interval_s=0.02, timeout_s=1.0, duration_s=60) as watch:
         time.sleep(0.5)
         fault_at = time.time()
         if fault == "hang":
@@ -62,7 +62,7 @@ def failover(stack: LabStack, victim: str, fault: str, sources: list[str]) -> No
             now_owners = stack.owners()
             if all(now_owners.get(stack.bucket_of(s)) not in (None, victim) for s in affected):
                 break
-        time.sleep(0.6)
+        time.sleep(1.5)  # let attempts started after the move complete (banners are slow under load)
         transitions = watch.stop()
     results = recovery(transitions, fault_at, bad_hosts=[victim])
     times = [r.recovered_s for r in results if r.recovered_s is not None]
