@@ -184,3 +184,14 @@ def test_services_start_from_their_units(zk_server: ZooKeeperCluster, zk_client:
     ctl_env = {"CONTROLLER_ARGS": f"--health-file {health} --metrics-port {ctl_port} --id unit-test"}
     ready = run_exec_start("clusterip-controller.service", ctl_env, config, ctl_port, tmp_path)
     assert ready.startswith("connected to ZooKeeper")
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "deploy" / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_configs_are_valid(example: Path) -> None:
+    if example.name.startswith("prometheus-"):
+        rules = yaml.safe_load(example.read_text())
+        assert all(r["expr"] and r["alert"].startswith("ClusterIP") for g in rules["groups"] for r in g["rules"])
+        return
+    from controller.core.config import parse_config
+
+    assert parse_config(example.read_text(), str(example)).clusters
