@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 
 from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import NoNodeError
 
 from controller.core import zk_layout as layout
 from controller.zk.client import mapped_errors
@@ -31,6 +31,9 @@ class LeaderElection:
         self.node: str | None = None
         self._session: int | None = None
         self.is_leader = False
+        #: monotonic time this replica last became leader (None: not leading)
+        self.leader_since: float | None = None
+        self._watched: str | None = None
         client.add_listener(self._on_state)
 
     def _on_state(self, state: str) -> None:
@@ -39,6 +42,8 @@ class LeaderElection:
             if self.is_leader:
                 log.warning("leadership suspended: ZooKeeper connection %s", state.lower())
             self.is_leader = False
+            self.leader_since = None
+            self._watched = None  # a lost session takes its watches along: re-arm after reconnecting
         self.wake.set()
 
     @property
@@ -70,16 +75,26 @@ class LeaderElection:
             self.is_leader = index == 0
             if not self.is_leader:
                 predecessor = f"{layout.ELECTION}/{children[index - 1]}"
-                try:
-                    if self.client.exists(predecessor, watch=lambda _event: self.wake.set()) is None:
+                if predecessor != self._watched:
+                    # One watch per predecessor: re-arming it every cycle piled up watchers.
+                    self._watched = predecessor
+                    if self.client.exists(predecessor, watch=self._on_predecessor) is None:
+                        self._watched = None
                         self.wake.set()
-                except NoNodeError:
-                    self.wake.set()
+            else:
+                self._watched = None
             if self.is_leader and not was:
+                self.leader_since = time.monotonic()
                 log.info("controller %s is now the leader (%s)", self.controller_id, self.node)
-            elif was and not self.is_leader:
+            elif not self.is_leader:
+                self.leader_since = None
+            if was and not self.is_leader:
                 log.warning("controller %s lost the leadership", self.controller_id)
         return self.is_leader
+
+    def _on_predecessor(self, _event: object) -> None:
+        self._watched = None
+        self.wake.set()
 
     def resign(self) -> None:
         self.is_leader = False

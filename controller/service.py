@@ -140,9 +140,26 @@ class ControllerService:
 
     # ------------------------------------------------------------------ loop
 
+    @property
+    def absence_grace_s(self) -> float:
+        """After (re)gaining leadership, how long an absent member proves nothing (see planner).
+
+        1.5 session timeouts: the time a hook waits for a stale registration of its own host id, so
+        every live hook has re-registered by then even if an outage expired all sessions.
+        """
+        return 1.5 * self.config.zookeeper.session_timeout_s
+
+    def _next_wait(self) -> float:
+        since = self.election.leader_since
+        if since is not None:
+            remaining = since + self.absence_grace_s - time.monotonic()
+            if remaining > 0:
+                return min(self.cycle_interval_s, remaining + 0.005)  # re-plan as the grace ends
+        return self.cycle_interval_s
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.wake.wait(timeout=self.cycle_interval_s)
+            self.wake.wait(timeout=self._next_wait())
             self.wake.clear()
             if self._stop.is_set():
                 break
@@ -172,17 +189,22 @@ class ControllerService:
         started = time.perf_counter()
         spec = loop.spec
         health = loop.health.snapshot()
-        if not leader:
+        # Captured once: if leadership is suspended mid-cycle, fence_path turns None, and writing
+        # with None would skip the fence check instead of failing it.
+        fence = self.election.fence_path
+        leader_since = self.election.leader_since
+        if not leader or fence is None or leader_since is None:
             return CycleResult(spec.name, "follower: watching, not writing", duration_s=time.perf_counter() - started)
         snap = loop.store.snapshot()
         view = ClusterView(spec, snap.map, snap.map_version, health, snap.members, snap.statuses, snap.intents)
         now = time.time()
-        decision = plan(view, now)
+        trust_absence = time.monotonic() - leader_since >= self.absence_grace_s
+        decision = plan(view, now, trust_absence=trust_absence)
         alerts = self._alerts(view) + snap.problems
         wrote = False
         summary = decision.summary
         if decision.changed:
-            wrote = loop.store.write_map(decision.map, snap.map_version, self.election.fence_path)
+            wrote = loop.store.write_map(decision.map, snap.map_version, fence)
             if wrote:
                 self._record(loop, decision, now)
             else:

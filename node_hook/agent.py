@@ -102,8 +102,15 @@ class HookAgent:
         self._lock = threading.Lock()  # serialises kernel changes between apply loop and fencing
         self._map: BucketMap | None = None
         self._map_problem = ""
+        #: True after a session loss until the apply loop has read the map in the new session: a map
+        #: kept from the old session may be stale (our buckets handed away while we were expired), so
+        #: until then the hook may only let go of buckets, never take one.
+        self._map_stale = False
         self._peers: dict[str, tuple[str, int]] = {}
+        self._peers_dirty = True
         self._need_register = True
+        self._outage_confirmed = False
+        self._peers_back_since: float | None = None
         self._last_published: tuple[int, frozenset[int], str] | None = None
         self._last_publish_time = 0.0
         self._last_zk_ok = time.monotonic()
@@ -132,6 +139,7 @@ class HookAgent:
             (self.peer_bind, self.spec.handoff.peer_port),
             self.zk_reachable,
             self.peer_secret,
+            silent_for=self.zk_silent_for,
         )
         self._responder.start()
         DataWatch(self.client, layout.map_path(self.spec.name), self._on_map)
@@ -174,6 +182,7 @@ class HookAgent:
     def _on_connection_state(self, state: str) -> None:
         if state == KazooState.LOST:
             self._need_register = True
+            self._map_stale = True
         if state == KazooState.CONNECTED:
             self._wake.set()
 
@@ -185,6 +194,11 @@ class HookAgent:
                 decoded = schema.decode_map(data)
                 if len(decoded.buckets) != self.spec.buckets:
                     raise SchemaError(f"map has {len(decoded.buckets)} buckets, the config {self.spec.buckets}")
+                current = self._map
+                if current is not None and decoded.epoch < current.epoch:
+                    # A resync read racing the watch delivered an older map: epochs only grow.
+                    self._wake.set()
+                    return
                 self._map = decoded
                 self._map_problem = ""
             except SchemaError as exc:
@@ -194,18 +208,25 @@ class HookAgent:
         self._wake.set()
 
     def _on_members(self, children: list[str]) -> None:
+        self._peers_dirty = True
         self._wake.set()
 
     # ------------------------------------------------------------------ registration
 
     def _register(self) -> None:
+        """Create the ephemeral member znode and publish the status in one transaction.
+
+        Atomic so that a live member never shows a status left over from before (a restarted or
+        re-connected hook's old status may list buckets it no longer holds), and so that a duplicate
+        hook refused for a live host id never overwrites the live hook's status.
+        """
         path = layout.member_path(self.spec.name, self.host_id)
         data = schema.encode_member(Member(self.host_id, self.address, software_version(), self.spec.backend))
         deadline = time.monotonic() + self.id_wait_s
         with mapped_errors(f"registering host {self.host_id}"):
             while True:
                 try:
-                    self.client.create(path, data, ephemeral=True, makepath=True)
+                    self._create_member_with_status(path, data)
                     break
                 except NodeExistsError:
                     try:
@@ -223,6 +244,27 @@ class HookAgent:
                     time.sleep(0.1)
         self._need_register = False
         self.state.registered = True
+
+    def _create_member_with_status(self, member_path: str, member_data: bytes) -> None:
+        status_path = layout.status_path(self.spec.name, self.host_id)
+        key = (self.state.epoch, self.state.held, self.state.error)
+        status = schema.encode_status(HookStatus(self.host_id, key[0], key[1], time.time(), key[2]))
+        for _ in range(5):
+            exists = self.client.exists(status_path) is not None
+            txn = self.client.transaction()
+            txn.create(member_path, member_data, ephemeral=True)
+            if exists:
+                txn.set_data(status_path, status)
+            else:
+                txn.create(status_path, status)
+            results = txn.commit()
+            if not any(isinstance(r, Exception) for r in results):
+                self._last_published = key
+                return
+            if isinstance(results[0], NodeExistsError):
+                raise results[0]
+            # The status znode appeared or vanished between exists() and commit(): try again.
+        raise CoordinationError(f"could not register host {self.host_id}: its status znode keeps changing")
 
     def _refresh_peers(self) -> None:
         members = self.store.read_members([])
@@ -257,8 +299,12 @@ class HookAgent:
         connected = self.client.state == KazooState.CONNECTED
         if connected and self._need_register:
             self._register()
-            self._publish(force=True)
-        if connected and (resync or not self._peers):
+        if connected and self._map_stale:
+            self._map_stale = False
+            if not self._reread_map():
+                self._map_stale = True
+        if connected and (resync or self._peers_dirty or not self._peers):
+            self._peers_dirty = False
             self._refresh_peers()
             if resync:
                 self._reread_map()
@@ -273,6 +319,10 @@ class HookAgent:
             else:
                 wanted = self._map.owned_by(self.host_id)
                 epoch = self._map.epoch
+                if self._map_stale:
+                    # Session lost and the map not re-read yet: let go of what it revokes, take nothing.
+                    wanted = wanted & self.state.held
+                    epoch = self.state.epoch
             try:
                 held = self.backend.held() if wanted is None else self.backend.apply(wanted)
                 error = ""
@@ -301,14 +351,16 @@ class HookAgent:
         except BackendError:
             return self.state.held
 
-    def _reread_map(self) -> None:
+    def _reread_map(self) -> bool:
+        """Read the map synchronously (True when it was read, or does not exist yet)."""
         try:
             data, _ = self.client.get(layout.map_path(self.spec.name))
         except NoNodeError:
-            return
-        except KazooException:
-            return
+            return True
+        except (KazooException, KazooTimeoutError):
+            return False
         self._on_map(data, None)
+        return True
 
     def _publish(self, force: bool = False) -> None:
         key = (self.state.epoch, self.state.held, self.state.error)
@@ -326,7 +378,11 @@ class HookAgent:
 
     def zk_reachable(self) -> bool:
         """Did this hook hear from ZooKeeper recently (within the self-fence threshold)?"""
-        return time.monotonic() - self._last_zk_ok < self.fence_threshold_s
+        return self.zk_silent_for() < self.fence_threshold_s
+
+    def zk_silent_for(self) -> float:
+        """Seconds since this hook last heard from ZooKeeper."""
+        return time.monotonic() - self._last_zk_ok
 
     def _heartbeat_loop(self) -> None:
         interval = max(0.02, self.zk.session_timeout_s / 20)
@@ -344,6 +400,8 @@ class HookAgent:
     def _check_fence(self) -> None:
         silent = time.monotonic() - self._last_zk_ok
         if silent < self.fence_threshold_s:
+            self._outage_confirmed = False
+            self._peers_back_since = None
             if self.state.fenced:
                 log.warning("ZooKeeper reachable again after self-fencing: re-applying the map")
                 with self._lock:
@@ -355,7 +413,24 @@ class HookAgent:
             return
         peer_timeout = min(0.3, max(0.05, self.zk.session_timeout_s * 0.1))
         answers = ask_peers(self.spec.name, self.host_id, self._peers, peer_timeout, self.peer_secret)
-        verdict = fencing.decide(silent, self.fence_threshold_s, frozenset(self._peers), answers)
+        fresh_s = self.fence_threshold_s / 2
+        now = time.monotonic()
+        if self._outage_confirmed and any(fencing.reaches_zookeeper(a, fresh_s) for a in answers.values()):
+            # Counted from the first sighting and never restarted while this silence lasts.
+            self._peers_back_since = self._peers_back_since or now
+        verdict = fencing.decide(
+            time.monotonic() - self._last_zk_ok,
+            self.fence_threshold_s,
+            frozenset(self._peers),
+            answers,
+            fresh_s=fresh_s,
+            outage_confirmed=self._outage_confirmed,
+            peers_back_for=0.0 if self._peers_back_since is None else now - self._peers_back_since,
+            # A recovering ZooKeeper re-arms every session with a full timeout, so waiting 0.4 of it
+            # for our own reconnect still releases well before an isolated host's session can expire.
+            grace_s=self.zk.session_timeout_s * 0.4,
+        )
+        self._outage_confirmed = self._outage_confirmed or verdict.outage
         if verdict.action == "release":
             with self._lock:
                 self.state.fenced = True

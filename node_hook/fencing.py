@@ -5,10 +5,21 @@ survivors once its session expires, so it must release them *before* that. But w
 down for everybody, nobody can take over and dropping buckets would only cut clients off.
 
 The rule (like Patroni's failsafe mode): after ``threshold`` seconds without a ZooKeeper answer, a
-hook keeps its buckets only if *every* peer it knew about answers, and every one of them says it
-too has lost ZooKeeper. Any silent peer, or any peer still connected, means this host may be the
-isolated one, so it releases. This module is the pure decision; the I/O lives in the agent and
-in node_hook.peers.
+hook keeps its buckets only if *every* peer it knows answers, and none of them reaches ZooKeeper.
+Any silent peer, or any peer that reaches ZooKeeper, means this host may be the isolated one, so it
+releases. Two refinements, both found by integration tests against real ZooKeeper:
+
+* A peer counts as reaching ZooKeeper only if it heard from it within ``fresh_s`` (its answer says
+  how long ago). At the start of an outage every hook goes silent at about the same moment, but
+  their heartbeats are out of phase; a peer 0.4 s into the same outage is not "connected".
+* Once an outage is confirmed, ZooKeeper comes back for the hooks one after another (a new
+  ZooKeeper leader accepts clients in turn). A peer that is back is then no proof of isolation
+  until ``grace_s`` has passed without this hook reconnecting too. This is safe because a
+  recovering ZooKeeper gives every session a fresh timeout (a new quorum leader, or a restarted
+  server, re-arms all session timers), so releasing within ``grace_s`` of the first peer's return
+  still comes before this hook's session can expire.
+
+This module is the pure decision; the I/O lives in the agent and in node_hook.peers.
 """
 
 from __future__ import annotations
@@ -22,12 +33,21 @@ from typing import Literal
 class PeerAnswer:
     host_id: str
     connected: bool  # the peer heard from ZooKeeper within its own threshold
+    #: seconds since the peer last heard from ZooKeeper (None: an older peer that does not say)
+    silent_s: float | None = None
 
 
 @dataclass(frozen=True)
 class FenceVerdict:
     action: Literal["keep", "release"]
     reason: str
+    #: True when every peer answered and none reaches ZooKeeper (a confirmed outage)
+    outage: bool = False
+
+
+def reaches_zookeeper(answer: PeerAnswer, fresh_s: float) -> bool:
+    """Does this peer reach ZooKeeper *now* (not merely "not yet past its own threshold")?"""
+    return answer.connected and (answer.silent_s is None or answer.silent_s < fresh_s)
 
 
 def decide(
@@ -35,17 +55,35 @@ def decide(
     threshold: float,
     expected_peers: frozenset[str],
     answers: Mapping[str, PeerAnswer],
+    *,
+    fresh_s: float | None = None,
+    outage_confirmed: bool = False,
+    peers_back_for: float = 0.0,
+    grace_s: float = 0.0,
 ) -> FenceVerdict:
-    """Decide whether to keep serving while ZooKeeper has been silent for ``disconnected_for`` s."""
+    """Decide whether to keep serving while ZooKeeper has been silent for ``disconnected_for`` s.
+
+    ``outage_confirmed``: an earlier verdict during this same silence found every peer cut off too;
+    ``peers_back_for``: for how long (seconds) some peer has been seen reaching ZooKeeper since.
+    """
     if disconnected_for < threshold:
         return FenceVerdict("keep", f"ZooKeeper silent for {disconnected_for:.2f} s, below {threshold:.2f} s")
-    connected = sorted(h for h, a in answers.items() if a.connected and h in expected_peers)
+    fresh = threshold / 2 if fresh_s is None else fresh_s
+    connected = sorted(h for h, a in answers.items() if h in expected_peers and reaches_zookeeper(a, fresh))
     if connected:
-        return FenceVerdict("release", f"isolated: peers {', '.join(connected)} still reach ZooKeeper")
+        names = ", ".join(connected)
+        if outage_confirmed and peers_back_for < grace_s:
+            return FenceVerdict(
+                "keep", f"ZooKeeper is back for {names}; waiting up to {grace_s:.2f} s to reconnect too", outage=True
+            )
+        if outage_confirmed:
+            return FenceVerdict("release", f"isolated: ZooKeeper is back for {names} but not for this host")
+        return FenceVerdict("release", f"isolated: peers {names} still reach ZooKeeper")
     silent = sorted(expected_peers - set(answers))
     if silent:
         return FenceVerdict("release", f"isolated or unsure: peers {', '.join(silent)} did not answer")
     return FenceVerdict(
         "keep",
         f"ZooKeeper unreachable for all {len(expected_peers)} peers too: outage, keeping buckets",
+        outage=True,
     )

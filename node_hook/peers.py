@@ -51,11 +51,20 @@ class PeerResponder:
     """Answers peers' questions from a background thread until stopped."""
 
     def __init__(
-        self, cluster: str, host_id: str, bind: tuple[str, int], connected: Callable[[], bool], secret: bytes = b""
+        self,
+        cluster: str,
+        host_id: str,
+        bind: tuple[str, int],
+        connected: Callable[[], bool],
+        secret: bytes = b"",
+        silent_for: Callable[[], float] | None = None,
     ) -> None:
         self.cluster = cluster
         self.host_id = host_id
         self.connected = connected
+        #: seconds since this hook last heard from ZooKeeper; lets askers tell "reaches it now" from
+        #: "not yet past its threshold" (see node_hook.fencing)
+        self.silent_for = silent_for
         self.secret = secret
         self.sock = socket.socket(socket.AF_INET6 if ":" in bind[0] else socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -95,6 +104,8 @@ class PeerResponder:
                 "nonce": question.get("nonce"),
                 "connected": bool(self.connected()),
             }
+            if self.silent_for is not None:
+                answer["silent_s"] = round(self.silent_for(), 3)
             with contextlib.suppress(OSError):
                 self.sock.sendto(_pack(self.secret, answer), addr)
 
@@ -144,7 +155,10 @@ def ask_peers(
                     continue
                 who = reply.get("host")
                 if isinstance(who, str) and who in peers:
-                    answers[who] = PeerAnswer(who, bool(reply.get("connected")))
+                    silent = reply.get("silent_s")
+                    numeric = isinstance(silent, int | float) and not isinstance(silent, bool)
+                    silent_s = float(silent) if numeric else None  # type: ignore[arg-type]
+                    answers[who] = PeerAnswer(who, bool(reply.get("connected")), silent_s)
     finally:
         for sock in socks.values():
             sock.close()

@@ -14,6 +14,11 @@ It works in two stages:
 
 The result is the next map (epoch + 1 if anything changed), the revoke/grant actions in the order
 they take effect, and a one-line summary for the log.
+
+"Its hook's session is gone" proves a release only if a live hook would have re-registered by now.
+Right after a ZooKeeper outage every session may have expired while the hooks (rightly) kept
+serving, so a controller that has just (re)gained leadership passes ``trust_absence=False`` for a
+grace period: an absent member then proves nothing, and only a published release does.
 """
 
 from __future__ import annotations
@@ -185,9 +190,15 @@ def compute_targets(view: ClusterView, now: float) -> tuple[dict[int, str | None
 # --------------------------------------------------------------------------- stage 2: exclusive step
 
 
-def _released(view: ClusterView, host: str, bucket: int, since_epoch: int) -> tuple[bool, str]:
+def _released(
+    view: ClusterView, host: str, bucket: int, since_epoch: int, trust_absence: bool = True
+) -> tuple[bool, str]:
     """Has ``host`` provably let go of ``bucket`` (revoked at ``since_epoch``)?"""
     status = view.statuses.get(host)
+    if host not in view.members and not trust_absence and host in view.spec.host_ids:
+        if status is not None and status.epoch >= since_epoch and bucket not in status.held:
+            return True, f"{host} released it at epoch {status.epoch} before its hook left"
+        return False, f"waiting for the hook of {host} to re-register (sessions may have expired in an outage)"
     if host in view.members:
         if status is None:
             return False, f"waiting for {host} to publish its status"
@@ -215,8 +226,8 @@ def _held_elsewhere(view: ClusterView, bucket: int, target: str) -> str | None:
     return None
 
 
-def plan(view: ClusterView, now: float) -> Decision:
-    """Decide the next map for ``view``; see the module docstring for the rules."""
+def plan(view: ClusterView, now: float, trust_absence: bool = True) -> Decision:
+    """Decide the next map for ``view``; see the module docstring for the rules (and ``trust_absence``)."""
     current = view.map
     if view.intents.paused:
         return Decision(current, False, (), {}, f"epoch {current.epoch}: paused by operator, changing nothing")
@@ -241,7 +252,7 @@ def plan(view: ClusterView, now: float) -> Decision:
             owner = state.owner
             gone = owner not in view.members and not keeps_buckets(view, owner)
             if gone:
-                ok, why = _released(view, owner, bucket, state.changed_epoch)
+                ok, why = _released(view, owner, bucket, state.changed_epoch, trust_absence)
                 blocker = _held_elsewhere(view, bucket, target)
                 if ok and blocker is None:
                     actions.append(Action("revoke", bucket, owner, f"{reason}; {why}"))
@@ -254,7 +265,11 @@ def plan(view: ClusterView, now: float) -> Decision:
                 new_state = BucketState(owner=None, releasing=owner, target=target, changed_epoch=epoch, since=now)
         elif state.owner is None and target is not None:
             releasing = state.releasing
-            ok, why = (True, "") if releasing is None else _released(view, releasing, bucket, state.changed_epoch)
+            ok, why = (
+                (True, "")
+                if releasing is None
+                else _released(view, releasing, bucket, state.changed_epoch, trust_absence)
+            )
             blocker = _held_elsewhere(view, bucket, target) if ok else None
             if ok and blocker is None:
                 grant_reason = "; ".join(x for x in (reason or _why_leaving(view, releasing), why) if x)

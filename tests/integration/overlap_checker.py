@@ -1,11 +1,13 @@
 """Exclusivity checker: fails a test if any bucket is ever held by two hooks at once.
 
-Two independent sources, sampled together from one thread at ~50 Hz while a test runs:
+Two independent sources, each sampled from its own thread at ~50 Hz while a test runs:
 
 * **published state** — every hook's status znode, counted only while its member znode is live
-  (a status of a hook whose session is gone claims nothing). One pipelined batch per sample reads
-  members, then statuses, then members again; a hook counts as live only if both member reads show
-  the same session, so the status read in between is that session's claim.
+  (a status of a hook whose session is gone claims nothing). One pipelined batch per sample lists
+  the members, reads the statuses, and lists the members again; a hook counts as live only if it is
+  listed both times, so the status read in between is a live hook's claim. (A hook that died *and*
+  re-registered between the two listings, within milliseconds, would also count: registration
+  writes member and status in one transaction, so its status is then its new, true claim.)
 * **the memory "kernels"** — each hook's journal (node_hook.backends.memory), the ground truth of
   what the hook's backend held. Sampled for the running view, and at the end replayed exactly:
   the journals carry CLOCK_MONOTONIC times (one clock for all processes) with conservative
@@ -17,12 +19,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.handlers.threading import KazooTimeoutError
 
 from controller.core import schema
 from controller.core import zk_layout as layout
@@ -96,25 +99,32 @@ class OverlapChecker:
     hosts: tuple[str, ...]
     journals: Mapping[str, Path]
     interval_s: float = 0.02
+    #: samples of the published statuses (ZooKeeper answering) and of the journals
     samples: int = 0
+    journal_samples: int = 0
     violations: list[str] = field(default_factory=list)
     errors: int = 0
+    #: seconds the status sampler spent in attempts ZooKeeper did not answer (outages on purpose)
+    unreachable_s: float = 0.0
     started: float = 0.0
     elapsed: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> OverlapChecker:
         self.started = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="overlap-checker", daemon=True)
-        self._thread.start()
+        for target, name in ((self._run_status, "overlap-status"), (self._run_journals, "overlap-journals")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
         return self
 
     def stop(self) -> list[str]:
         """Stop sampling, replay the journals exactly, and return every violation found."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
         self.elapsed = time.monotonic() - self.started
         intervals: list[Interval] = []
         for host, path in self.journals.items():
@@ -125,16 +135,37 @@ class OverlapChecker:
 
     @property
     def rate_hz(self) -> float:
-        return self.samples / self.elapsed if self.elapsed > 0 else 0.0
+        """The lower of the two sampling rates (statuses: over the time ZooKeeper answered)."""
+        answered = self.elapsed - self.unreachable_s
+        status_rate = self.samples / answered if answered > 0.5 else float("inf")
+        journal_rate = self.journal_samples / self.elapsed if self.elapsed > 0 else 0.0
+        return min(status_rate, journal_rate)
 
-    def _run(self) -> None:
+    def describe(self) -> str:
+        answered = self.elapsed - self.unreachable_s
+        return (
+            f"{self.samples} status samples in {answered:.1f} s of ZooKeeper answering, "
+            f"{self.journal_samples} journal samples in {self.elapsed:.1f} s"
+        )
+
+    def _run_status(self) -> None:
+        self._every(self._try_sample)
+
+    def _run_journals(self) -> None:
+        self._every(self._sample_journals)
+
+    def _try_sample(self) -> None:
+        began = time.monotonic()
+        try:
+            self.sample()
+        except (KazooException, KazooTimeoutError, OSError):
+            self.errors += 1  # ZooKeeper may be down on purpose; the journals are still sampled
+            self.unreachable_s += time.monotonic() - began
+
+    def _every(self, action: Callable[[], None]) -> None:
         next_at = time.monotonic()
         while not self._stop.is_set():
-            try:
-                self.sample()
-            except (KazooException, OSError):
-                self.errors += 1  # ZooKeeper may be down on purpose; the journals still count
-                self._sample_journals()
+            action()
             next_at += self.interval_s
             delay = next_at - time.monotonic()
             if delay < 0:
@@ -142,25 +173,24 @@ class OverlapChecker:
             self._stop.wait(max(0.0, delay))
 
     def sample(self) -> None:
-        members_before = {h: self.client.exists_async(layout.member_path(self.cluster, h)) for h in self.hosts}
+        members = layout.members_path(self.cluster)
+        pending_before = self.client.get_children_async(members)
         statuses = {h: self.client.get_async(layout.status_path(self.cluster, h)) for h in self.hosts}
-        members_after = {h: self.client.exists_async(layout.member_path(self.cluster, h)) for h in self.hosts}
+        pending_after = self.client.get_children_async(members)
+        live = set(pending_before.get(timeout=0.5)) & set(pending_after.get(timeout=0.5))
         claims: dict[str, frozenset[int]] = {}
         for host in self.hosts:
-            before = members_before[host].get(timeout=2)
-            after = members_after[host].get(timeout=2)
             try:
-                data, _ = statuses[host].get(timeout=2)
+                data, _ = statuses[host].get(timeout=0.5)
             except NoNodeError:
                 continue
-            if before is None or after is None or before.ephemeralOwner != after.ephemeralOwner:
+            if host not in live:
                 continue
             try:
                 claims[host] = schema.decode_status(data, expected_host=host).held
             except SchemaError as exc:
                 self.violations.append(f"status of {host} unreadable: {exc}")
         self._check("published status of live hooks", claims)
-        self._sample_journals()
         self.samples += 1
 
     def _sample_journals(self) -> None:
@@ -173,6 +203,7 @@ class OverlapChecker:
             except FileNotFoundError:
                 continue
         self._check("memory kernels (journals)", held)
+        self.journal_samples += 1
 
     def _check(self, what: str, held: Mapping[str, frozenset[int]]) -> None:
         owner: dict[int, str] = {}
@@ -180,7 +211,8 @@ class OverlapChecker:
             for bucket in buckets:
                 if bucket in owner:
                     message = f"{what}: bucket {bucket} held by {owner[bucket]} and {host} at {time.monotonic():.3f}"
-                    if len(self.violations) < 50:
-                        self.violations.append(message)
+                    with self._lock:
+                        if len(self.violations) < 50:
+                            self.violations.append(message)
                 else:
                     owner[bucket] = host

@@ -45,7 +45,7 @@ def lab(zk_server: ZooKeeperCluster, request: pytest.FixtureRequest) -> Iterator
         violations = coord.close()
     assert not violations, "exclusivity violated:\n" + "\n".join(violations)
     if coord.checker is not None:
-        assert coord.checker.rate_hz >= 20, f"overlap checker sampled only {coord.checker.rate_hz:.1f}/s"
+        assert coord.checker.rate_hz >= 20, f"overlap checker too slow: {coord.checker.describe()}"
 
 
 @pytest.fixture
