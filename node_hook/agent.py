@@ -110,6 +110,7 @@ class HookAgent:
         self._peers_dirty = True
         self._need_register = True
         self._outage_confirmed = False
+        self._outage_confirmed_at: float | None = None
         self._peers_back_since: float | None = None
         self._last_published: tuple[int, frozenset[int], str] | None = None
         self._last_publish_time = 0.0
@@ -131,7 +132,7 @@ class HookAgent:
         start_client(self.client, self.zk)
         self._last_zk_ok = time.monotonic()
         self.store.ensure_paths()
-        self._register()
+        self._register_at_start()
         self._publish(force=True)
         self._responder = PeerResponder(
             self.spec.name,
@@ -244,6 +245,23 @@ class HookAgent:
                     time.sleep(0.1)
         self._need_register = False
         self.state.registered = True
+
+    def _register_at_start(self) -> None:
+        """Register, retrying transient ZooKeeper errors (a session may expire while a loaded host
+        starts); only a live duplicate, or no success within the connect timeout plus 10 session
+        timeouts, is fatal."""
+        deadline = time.monotonic() + self.zk.connect_timeout_s + 10 * self.zk.session_timeout_s
+        while True:
+            try:
+                self._register()
+                return
+            except DuplicateHostError:
+                raise
+            except CoordinationError as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("registration failed, retrying: %s", exc)
+                time.sleep(0.1)
 
     def _create_member_with_status(self, member_path: str, member_data: bytes) -> None:
         status_path = layout.status_path(self.spec.name, self.host_id)
@@ -401,6 +419,7 @@ class HookAgent:
         silent = time.monotonic() - self._last_zk_ok
         if silent < self.fence_threshold_s:
             self._outage_confirmed = False
+            self._outage_confirmed_at = None
             self._peers_back_since = None
             if self.state.fenced:
                 log.warning("ZooKeeper reachable again after self-fencing: re-applying the map")
@@ -426,11 +445,14 @@ class HookAgent:
             fresh_s=fresh_s,
             outage_confirmed=self._outage_confirmed,
             peers_back_for=0.0 if self._peers_back_since is None else now - self._peers_back_since,
+            confirmed_ago=None if self._outage_confirmed_at is None else now - self._outage_confirmed_at,
             # A recovering ZooKeeper re-arms every session with a full timeout, so waiting 0.4 of it
             # for our own reconnect still releases well before an isolated host's session can expire.
             grace_s=self.zk.session_timeout_s * 0.4,
         )
         self._outage_confirmed = self._outage_confirmed or verdict.outage
+        if verdict.confirmed:
+            self._outage_confirmed_at = now
         if verdict.action == "release":
             with self._lock:
                 self.state.fenced = True

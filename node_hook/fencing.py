@@ -17,7 +17,9 @@ releases. Two refinements, both found by integration tests against real ZooKeepe
   until ``grace_s`` has passed without this hook reconnecting too. This is safe because a
   recovering ZooKeeper gives every session a fresh timeout (a new quorum leader, or a restarted
   server, re-arms all session timers), so releasing within ``grace_s`` of the first peer's return
-  still comes before this hook's session can expire.
+  still comes before this hook's session can expire. Likewise, a peer that stops answering during
+  a confirmed outage (a starved host answers UDP late) decides nothing until the last time *every*
+  peer confirmed the outage is ``grace_s`` ago.
 
 This module is the pure decision; the I/O lives in the agent and in node_hook.peers.
 """
@@ -41,8 +43,10 @@ class PeerAnswer:
 class FenceVerdict:
     action: Literal["keep", "release"]
     reason: str
-    #: True when every peer answered and none reaches ZooKeeper (a confirmed outage)
+    #: True while the verdict rests on an outage (confirmed now or earlier in this silence)
     outage: bool = False
+    #: True when every peer answered just now and none reaches ZooKeeper
+    confirmed: bool = False
 
 
 def reaches_zookeeper(answer: PeerAnswer, fresh_s: float) -> bool:
@@ -60,11 +64,13 @@ def decide(
     outage_confirmed: bool = False,
     peers_back_for: float = 0.0,
     grace_s: float = 0.0,
+    confirmed_ago: float | None = None,
 ) -> FenceVerdict:
     """Decide whether to keep serving while ZooKeeper has been silent for ``disconnected_for`` s.
 
     ``outage_confirmed``: an earlier verdict during this same silence found every peer cut off too;
-    ``peers_back_for``: for how long (seconds) some peer has been seen reaching ZooKeeper since.
+    ``peers_back_for``: for how long (seconds) some peer has been seen reaching ZooKeeper since;
+    ``confirmed_ago``: seconds since every peer last confirmed the outage.
     """
     if disconnected_for < threshold:
         return FenceVerdict("keep", f"ZooKeeper silent for {disconnected_for:.2f} s, below {threshold:.2f} s")
@@ -81,9 +87,15 @@ def decide(
         return FenceVerdict("release", f"isolated: peers {names} still reach ZooKeeper")
     silent = sorted(expected_peers - set(answers))
     if silent:
-        return FenceVerdict("release", f"isolated or unsure: peers {', '.join(silent)} did not answer")
+        names = ", ".join(silent)
+        if outage_confirmed and confirmed_ago is not None and confirmed_ago < grace_s:
+            return FenceVerdict(
+                "keep", f"peers {names} did not answer; all confirmed the outage {confirmed_ago:.2f} s ago", outage=True
+            )
+        return FenceVerdict("release", f"isolated or unsure: peers {names} did not answer")
     return FenceVerdict(
         "keep",
         f"ZooKeeper unreachable for all {len(expected_peers)} peers too: outage, keeping buckets",
         outage=True,
+        confirmed=True,
     )

@@ -25,6 +25,7 @@ from controller.core.errors import ClusterIPFailoverError, ConfigError
 COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("controller.ctl.cmd_config", "config_group"),
     "import": ("controller.ctl.cmd_import", "import_group"),
+    "history": ("controller.ctl.cmd_history", "history"),
     "which": ("controller.ctl.cmd_which", "which"),
     "status": ("controller.ctl.cmd_status", "status"),
     "nodes": ("controller.ctl.cmd_nodes", "nodes"),

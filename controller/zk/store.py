@@ -203,6 +203,7 @@ class ClusterStore:
         return schema.decode_health(data)
 
     def read_history(self, since: float = 0.0, limit: int = layout.HISTORY_LIMIT) -> list[schema.HistoryEvent]:
+        """Events at or after ``since`` (wall clock), oldest first; all gets pipelined (one round trip)."""
         path = layout.history_path(self.name)
         events: list[schema.HistoryEvent] = []
         with mapped_errors(f"reading history of {self.name}"):
@@ -210,14 +211,17 @@ class ClusterStore:
                 children = sorted(retried(self.client, self.client.get_children, path))
             except NoNodeError:
                 return events
-            for child in children[-limit:]:
-                try:
-                    data, _ = retried(self.client, self.client.get, f"{path}/{child}")
-                    event = schema.decode_event(data)
-                except (NoNodeError, SchemaError):
-                    continue
-                if event.time >= since:
-                    events.append(event)
+            pending = [self.client.get_async(f"{path}/{child}") for child in children[-limit:]]
+            replies = [_await(reply) for reply in pending]
+        for reply in replies:
+            if reply is None:
+                continue  # pruned between listing and reading
+            try:
+                event = schema.decode_event(reply[0])
+            except SchemaError:
+                continue
+            if event.time >= since:
+                events.append(event)
         return events
 
     # ------------------------------------------------------------------ writes (controller)

@@ -27,13 +27,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from clusterlab.zookeeper import ZooKeeperCluster
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
-from overlap_checker import OverlapChecker
 from zk_relay import TcpRelay
 
 from controller.core import zk_layout as layout
@@ -117,6 +117,35 @@ class Proc:
 
 
 @dataclass
+class CheckerProcess:
+    """The overlap checker running as a subprocess (see overlap_checker.main)."""
+
+    proc: Proc
+    out: Path
+    result: dict[str, Any] = field(default_factory=dict)
+
+    def stop(self) -> list[str]:
+        """SIGTERM it and return its violations (a checker that died or hung is a violation too)."""
+        self.proc.signal(signal.SIGTERM)
+        try:
+            self.proc.popen.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        if not self.out.exists():
+            code = self.proc.popen.returncode
+            return [f"overlap checker produced no result (exit {code}):\n{self.proc.log()[-2000:]}"]
+        self.result = json.loads(self.out.read_text())
+        return list(self.result["violations"])
+
+    @property
+    def rate_hz(self) -> float:
+        return float(self.result.get("rate_hz", 0.0))
+
+    def describe(self) -> str:
+        return str(self.result.get("describe", "no result"))
+
+
+@dataclass
 class CoordLab:
     """Hooks h1..hN with home buckets, controllers, a health file, and a kazoo client for checks."""
 
@@ -145,7 +174,7 @@ class CoordLab:
         self.spec: ClusterSpec = parse_config(self.config_path.read_text()).cluster(CLUSTER)
         self.client: KazooClient = self.zk.connect(chroot=self.chroot, session_timeout_s=4.0)
         self.store = ClusterStore(self.client, self.spec)
-        self.checker: OverlapChecker | None = None
+        self.checker: CheckerProcess | None = None
 
     # ------------------------------------------------------------------ files
 
@@ -240,7 +269,7 @@ clusters:
         for host in self.host_ids:
             self.start_hook(host, wait=False)
         for host in self.host_ids:
-            self.wait_for(lambda h=host: self.is_member(h), 30, f"hook {host} registered", self.hooks[host])
+            self.wait_for(partial(self.is_member, host), 30, f"hook {host} registered", self.hooks[host])
 
     def start_controller(self, cid: str, *, wait: bool = False) -> Proc:
         argv = [
@@ -279,10 +308,16 @@ clusters:
                 journal.write(f"{at:.6f} reset\n")
         return at
 
-    def start_checker(self) -> OverlapChecker:
-        journals = {h: self.journal(h) for h in self.host_ids}
-        self.checker_client = self.zk.connect(chroot=self.chroot, session_timeout_s=4.0)
-        self.checker = OverlapChecker(self.checker_client, CLUSTER, self.host_ids, journals).start()
+    def start_checker(self) -> CheckerProcess:
+        """Start the overlap checker in its own process and wait until it samples."""
+        out = self.workdir / "checker.json"
+        argv = [sys.executable, str(Path(__file__).with_name("overlap_checker.py")),
+                "--zk", self.zk.hosts + self.chroot, "--cluster", CLUSTER, "--out", str(out)]
+        for host in self.host_ids:
+            argv += ["--journal", f"{host}={self.journal(host)}"]
+        proc = self._spawn("overlap-checker", argv)
+        self.checker = CheckerProcess(proc, out)
+        self.wait_for(lambda: Path(str(out) + ".ready").exists(), 30, "overlap checker started", proc)
         return self.checker
 
     def close(self, keep_files: bool = False) -> list[str]:
@@ -294,17 +329,16 @@ clusters:
         violations: list[str] = []
         if self.checker is not None:
             violations = self.checker.stop()
+            self.retired.append(self.checker.proc)
         for proc in [*self.controllers.values(), *self.hooks.values(), *self.retired]:
             with contextlib.suppress(Exception):
                 proc.terminate(timeout_s=3)
         for relays in self.relays.values():
             for relay in relays:
                 relay.close()
-        for client in (self.client, getattr(self, "checker_client", None)):
-            with contextlib.suppress(Exception):
-                if client is not None:
-                    client.stop()
-                    client.close()
+        with contextlib.suppress(Exception):
+            self.client.stop()
+            self.client.close()
         if keep_files or violations or os.environ.get("CIPFO_KEEP_LAB"):
             print(f"\ncoordination lab files kept in {self.workdir}")
         else:

@@ -21,17 +21,21 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.interfaces import IAsyncResult
 
 from controller.core import schema
 from controller.core import zk_layout as layout
 from controller.core.errors import SchemaError
 
 INF = float("inf")
+#: sample batches allowed in flight; more means ZooKeeper is not answering (an outage on purpose)
+MAX_INFLIGHT = 25
 
 
 @dataclass
@@ -111,6 +115,7 @@ class OverlapChecker:
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _inflight: int = 0
 
     def start(self) -> OverlapChecker:
         self.started = time.monotonic()
@@ -149,18 +154,86 @@ class OverlapChecker:
         )
 
     def _run_status(self) -> None:
-        self._every(self._try_sample)
+        """Issue one sample batch every interval without waiting for the previous one's replies.
+
+        A loaded machine makes each round trip slow (tens of ms), but requests of one session are
+        answered in order, so batches can overlap in flight; the rate then no longer depends on
+        the latency. Batches that fail, or are not sent because too many are in flight (ZooKeeper
+        not answering), count as time ZooKeeper was unreachable.
+        """
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            with self._lock:
+                inflight = self._inflight
+            if inflight < MAX_INFLIGHT:
+                try:
+                    self._issue_batch()
+                except (KazooException, KazooTimeoutError, OSError):
+                    self._failed_batch()
+            else:
+                self._failed_batch()
+            next_at += self.interval_s
+            delay = next_at - time.monotonic()
+            if delay < 0:
+                next_at = time.monotonic()
+            self._stop.wait(max(0.0, delay))
+
+    def _failed_batch(self) -> None:
+        with self._lock:
+            self.errors += 1
+            self.unreachable_s += self.interval_s
+
+    def _issue_batch(self) -> None:
+        members = layout.members_path(self.cluster)
+        replies: dict[str, object] = {}
+        keys = ["before", *self.hosts, "after"]
+        remaining = [len(keys)]
+
+        def done(key: str, result: IAsyncResult) -> None:
+            try:
+                value: object = result.get_nowait()
+            except NoNodeError:
+                value = None
+            except Exception as exc:
+                value = exc
+            with self._lock:
+                replies[key] = value
+                remaining[0] -= 1
+                last = remaining[0] == 0
+                if last:
+                    self._inflight -= 1
+            if last:
+                self._evaluate(replies)
+
+        with self._lock:
+            self._inflight += 1
+        self.client.get_children_async(members).rawlink(partial(done, "before"))
+        for host in self.hosts:
+            self.client.get_async(layout.status_path(self.cluster, host)).rawlink(partial(done, host))
+        self.client.get_children_async(members).rawlink(partial(done, "after"))
+
+    def _evaluate(self, replies: Mapping[str, object]) -> None:
+        if any(isinstance(v, Exception) for v in replies.values()):
+            self._failed_batch()
+            return
+        before, after = replies["before"], replies["after"]
+        live = set(before if isinstance(before, list) else ()) & set(after if isinstance(after, list) else ())
+        claims: dict[str, frozenset[int]] = {}
+        for host in self.hosts:
+            reply = replies[host]
+            if host not in live or not isinstance(reply, tuple):
+                continue
+            try:
+                claims[host] = schema.decode_status(reply[0], expected_host=host).held
+            except SchemaError as exc:
+                with self._lock:
+                    self.violations.append(f"status of {host} unreadable: {exc}")
+        self._check("published status of live hooks", claims)
+        with self._lock:
+            self.samples += 1
 
     def _run_journals(self) -> None:
         self._every(self._sample_journals)
-
-    def _try_sample(self) -> None:
-        began = time.monotonic()
-        try:
-            self.sample()
-        except (KazooException, KazooTimeoutError, OSError):
-            self.errors += 1  # ZooKeeper may be down on purpose; the journals are still sampled
-            self.unreachable_s += time.monotonic() - began
 
     def _every(self, action: Callable[[], None]) -> None:
         next_at = time.monotonic()
@@ -171,27 +244,6 @@ class OverlapChecker:
             if delay < 0:
                 next_at = time.monotonic()
             self._stop.wait(max(0.0, delay))
-
-    def sample(self) -> None:
-        members = layout.members_path(self.cluster)
-        pending_before = self.client.get_children_async(members)
-        statuses = {h: self.client.get_async(layout.status_path(self.cluster, h)) for h in self.hosts}
-        pending_after = self.client.get_children_async(members)
-        live = set(pending_before.get(timeout=0.5)) & set(pending_after.get(timeout=0.5))
-        claims: dict[str, frozenset[int]] = {}
-        for host in self.hosts:
-            try:
-                data, _ = statuses[host].get(timeout=0.5)
-            except NoNodeError:
-                continue
-            if host not in live:
-                continue
-            try:
-                claims[host] = schema.decode_status(data, expected_host=host).held
-            except SchemaError as exc:
-                self.violations.append(f"status of {host} unreadable: {exc}")
-        self._check("published status of live hooks", claims)
-        self.samples += 1
 
     def _sample_journals(self) -> None:
         from node_hook.backends.memory import replay_journal
@@ -216,3 +268,57 @@ class OverlapChecker:
                             self.violations.append(message)
                 else:
                     owner[bucket] = host
+
+
+# ------------------------------------------------------------------------------------------ subprocess
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a checker in its own process (own GIL: the test process is busy relaying ZooKeeper traffic).
+
+    Samples until SIGTERM, then writes {"violations", "samples", ...} as JSON to --out.
+    """
+    import argparse
+    import json
+    import signal
+
+    from kazoo.client import KazooClient
+    from kazoo.retry import KazooRetry
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--zk", required=True, help="connect string including the chroot")
+    parser.add_argument("--cluster", required=True)
+    parser.add_argument("--journal", action="append", default=[], help="HOST=PATH, repeated")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    journals = {k: Path(v) for k, v in (item.split("=", 1) for item in args.journal)}
+    client = KazooClient(hosts=args.zk, timeout=4.0, connection_retry=KazooRetry(max_tries=-1, delay=0.02, backoff=1))
+    client.start(timeout=30)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    checker = OverlapChecker(client, args.cluster, tuple(journals), journals).start()
+    Path(args.out + ".ready").write_text("ready\n")
+    while not stop.wait(0.2):
+        pass
+    violations = checker.stop()
+    result = {
+        "violations": violations,
+        "samples": checker.samples,
+        "journal_samples": checker.journal_samples,
+        "elapsed": checker.elapsed,
+        "unreachable_s": checker.unreachable_s,
+        "rate_hz": checker.rate_hz,
+        "describe": checker.describe(),
+    }
+    tmp = Path(args.out + ".tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(args.out)
+    client.stop()
+    client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
