@@ -9,17 +9,37 @@ Like keepalived and HAProxy, a level fails only after ``fall`` consecutive failu
 only after ``rise`` consecutive successes. A *definite* failure (connection refused, host key
 changed, login impossible) is not a symptom of load, so it needs only ``definite_fall`` in a row.
 
+Counting alone is not enough on a saturated machine: banners then take longer than any timeout
+short enough to catch a hang quickly, several times in a row. Three rules tell "slow" from "hung"
+without delaying the detection of a hang (a SIGSTOPped sshd never answers at all):
+
+* **A late banner is proof of life.** The prober keeps a timed-out socket open a while; if its
+  banner arrives late, the host's failure streak is reset and it is SUSPECT ("alive but slow"),
+  not DOWN. A hung sshd sends nothing, so its streak is never reset.
+* **Adaptive timeout.** Once a late banner has shown the configured ``banner_timeout_s`` too short
+  for a host, its timeout becomes smoothed latency + ``rto_k`` x mean deviation (TCP's RTO,
+  RFC 6298), floored at ``banner_timeout_s`` and capped, for as long as its banners stay slow: a
+  host whose banners slowly get slower is judged against its own recent behaviour, while
+  a sudden hang of a host whose banners come in time (however jittery) is caught at the floor.
+* **Correlated slowness is not a host failure.** When more than ``correlated_fraction`` of the
+  hosts not yet DOWN (and at least two) are slow at the same moment (in a timeout streak, or just
+  answered late), the likely cause is the controller's own side (its CPU, its network): their soft
+  failures are *held* at SUSPECT (like Envoy's max-ejection percent) for at most ``hold_max_s``
+  without a sign of life (any answer: a banner, late or not, or a login), after which a host that
+  still never answered goes DOWN. Definite failures are never held.
+
 Each probe level (1 = banner, 2 = login) has its own counters: the frequent banner successes of a
 fork-bombed host must not wash out the failures of its rare logins. The host is
 
 * DOWN while any level is down (latched until that level rose again),
-* UP when every level is up and none is currently failing,
-* SUSPECT when it was up and some level has failed fewer than ``fall`` times in a row,
+* UP when every level is up and none is currently failing or slow,
+* SUSPECT when it was up and some level is failing (fewer than ``fall``, or held) or slow,
 * UNKNOWN before every level has risen once (keep what it has, give it nothing new).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +52,12 @@ Level = Literal[1, 2]
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """One finished probe. ``definite`` marks failures that load cannot cause (see module doc)."""
+    """One finished probe. ``definite`` marks failures that load cannot cause (see module doc).
+
+    ``late`` marks a banner that arrived after its probe had already been reported as a timeout:
+    ``ok`` is True and ``latency_ms`` is the real latency; it resets the failure streak but does
+    not count towards ``rise``.
+    """
 
     host_id: str
     level: Level
@@ -41,6 +66,7 @@ class ProbeResult:
     reason: str
     at: float
     definite: bool = False
+    late: bool = False
 
 
 class _LevelState(enum.Enum):
@@ -58,6 +84,31 @@ class _LevelCounters:
     fails: int = 0
     definite_fails: int = 0
     reason: str = ""
+    #: when this level last had a soft (non-definite) failure
+    last_soft_fail_at: float = float("-inf")
+    #: when this level last got a late banner
+    last_late_at: float = float("-inf")
+    #: when this level last rose from DOWN (late banners right after are a hang's backlog)
+    rose_at: float = float("-inf")
+    #: when the current hold began (None: not held)
+    held_since: float | None = None
+    #: latency of the last late banner while no in-time success followed it (None: not slow)
+    slow_ms: float | None = None
+
+
+@dataclass
+class _Rto:
+    """Smoothed banner latency and its mean deviation, in seconds (RFC 6298 estimator)."""
+
+    srtt: float | None = None
+    rttvar: float = 0.0
+
+    def sample(self, seconds: float) -> None:
+        if self.srtt is None:
+            self.srtt, self.rttvar = seconds, seconds / 2
+            return
+        self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - seconds)
+        self.srtt = 0.875 * self.srtt + 0.125 * seconds
 
 
 @dataclass
@@ -65,16 +116,33 @@ class _HostCounters:
     levels: dict[Level, _LevelCounters]
     health: HostHealth
     last_latency_ms: float | None = None
+    rto: _Rto = field(default_factory=_Rto)
+    #: the adaptive timeout applies until then (a late banner showed the floor too short for it)
+    adaptive_until: float = float("-inf")
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Counts of the state machine; validated here so a bad config fails early with one line."""
+    """Counts and timing rules of the state machine; validated here so a bad config fails early.
+
+    ``banner_timeout_s``/``banner_timeout_max_s``: floor and cap of the adaptive banner timeout
+    (equal values disable adaptation). ``correlated_fraction`` >= 1 disables holding.
+    ``correlated_window_s``: per level, how recent a host's last soft failure must be to count as
+    failing "at the same moment" (the scheduler derives it from the probe timings).
+    ``late_banner_s``: how long the prober waits for a late banner (see ``observe``).
+    """
 
     fall: int = 3
     rise: int = 3
     definite_fall: int = 1
     levels: tuple[Level, ...] = field(default=(1, 2))
+    banner_timeout_s: float = 0.3
+    banner_timeout_max_s: float = 1.0
+    rto_k: float = 4.0
+    correlated_fraction: float = 0.5
+    hold_max_s: float = 10.0
+    correlated_window_s: tuple[float, float] = (1.45, 2.5)
+    late_banner_s: float = 8.0
 
     def __post_init__(self) -> None:
         for name in ("fall", "rise", "definite_fall"):
@@ -83,6 +151,12 @@ class Thresholds:
                 raise ValueError(f"probe {name} must be at least 1 (got {value}): fix the config")
         if not self.levels or any(lv not in (1, 2) for lv in self.levels):
             raise ValueError(f"probe levels must be a non-empty subset of (1, 2), got {self.levels}")
+        if not 0 < self.banner_timeout_s <= self.banner_timeout_max_s:
+            raise ValueError(
+                f"probe banner_timeout_max_s ({self.banner_timeout_max_s}) must be >= banner_timeout_s "
+                f"({self.banner_timeout_s}) > 0: fix the config")
+        if self.correlated_fraction <= 0 or self.hold_max_s < 0 or self.rto_k < 0:
+            raise ValueError("probe correlated_fraction must be > 0, hold_max_s and rto_k >= 0: fix the config")
 
 
 class HealthTracker:
@@ -91,6 +165,8 @@ class HealthTracker:
     def __init__(self, thresholds: Thresholds, hosts: Iterable[str] = (), now: float = 0.0) -> None:
         self._t = thresholds
         self._hosts: dict[str, _HostCounters] = {}
+        self._episode = False
+        self._notes: list[str] = []
         for host_id in hosts:
             self.add(host_id, now)
 
@@ -121,6 +197,24 @@ class HealthTracker:
         counters = host.levels.get(level) if host else None
         return counters is not None and counters.state is _LevelState.UP and counters.fails == 0
 
+    def banner_timeout(self, host_id: str, now: float) -> float:
+        """This host's level-1 banner timeout at ``now``: the floor, unless a late banner showed the
+        floor too short for this host (and its banners stayed slower than half the floor since, with
+        no gap of ``late_banner_s``); then srtt + k x rttvar within [floor, cap]. So jitter on a busy
+        machine never slows the detection of a hang of a host whose banners all come in time; only a
+        host proven slow is judged by its own latency."""
+        t = self._t
+        host = self._hosts.get(host_id)
+        if host is None or host.rto.srtt is None or now >= host.adaptive_until:
+            return t.banner_timeout_s
+        rto = host.rto.srtt + t.rto_k * host.rto.rttvar
+        return min(t.banner_timeout_max_s, max(t.banner_timeout_s, rto))
+
+    def take_notes(self) -> list[str]:
+        """Episode notes (correlated slowness began / ended) since the last call, to log once each."""
+        notes, self._notes = self._notes, []
+        return notes
+
     def observe(self, result: ProbeResult) -> HostHealth | None:
         """Account one result; return the new ``HostHealth`` if the host's state changed, else None.
 
@@ -130,22 +224,59 @@ class HealthTracker:
         host = self._hosts.get(result.host_id)
         if host is None or result.level not in host.levels:
             return None
-        if result.level == 1 and result.ok:
+        c = host.levels[result.level]
+        if result.level == 1 and result.ok and result.latency_ms is not None:
             host.last_latency_ms = result.latency_ms
-        self._count(host.levels[result.level], result)
-        state, reason = self._judge(host, result)
+            # Not while DOWN or just after: a hung sshd that resumes answers its whole backlog seconds
+            # late, which says nothing about its normal latency and would blunt the next detection.
+            backlog = c.state is _LevelState.DOWN or result.at - c.rose_at < self._t.late_banner_s
+            if not (result.late and backlog):
+                host.rto.sample(result.latency_ms / 1000.0)
+                slow = result.latency_ms / 1000.0 > self._t.banner_timeout_s / 2
+                if result.late or (slow and result.at < host.adaptive_until):
+                    # entered by a late banner, kept while banners stay slow (over half the floor)
+                    host.adaptive_until = result.at + self._t.late_banner_s
+        if result.late:
+            c.last_late_at = result.at
+            self._proof_of_life(c, result.latency_ms)
+        else:
+            self._count(host, c, result)
+        if result.ok:
+            # Any answer of sshd (a banner, late or not; a login) shows it alive, however slow:
+            # restart the holds of the host's other level (not its streak: that probe may have been
+            # accepted just before a hang).
+            for lv, other in host.levels.items():
+                if lv != result.level and other.held_since is not None:
+                    other.held_since = result.at
+        self._track_episode()
+        state, reason = self._judge(host)
         if state is host.health.state:
+            if reason != host.health.reason and state is not Health.UP:
+                # same state, newer why (e.g. now held, or slow): visible in snapshots, not a transition
+                host.health = dataclasses.replace(host.health, reason=reason, latency_ms=host.last_latency_ms)
             return None
         host.health = HostHealth(result.host_id, state, result.at, reason, host.last_latency_ms)
         return host.health
 
-    def _count(self, c: _LevelCounters, r: ProbeResult) -> None:
+    @staticmethod
+    def _proof_of_life(c: _LevelCounters, late_ms: float | None) -> None:
+        """A late banner shows sshd alive but slow: reset the streak; it is no success for rise."""
+        c.fails = 0
+        c.definite_fails = 0
+        c.held_since = None
+        c.slow_ms = late_ms if late_ms is not None else 0.0
+
+    def _count(self, host: _HostCounters, c: _LevelCounters, r: ProbeResult) -> None:
         t = self._t
         if r.ok:
             c.oks += 1
             c.fails = 0
             c.definite_fails = 0
+            c.held_since = None
+            c.slow_ms = None
             if c.state is not _LevelState.UP and c.oks >= t.rise:
+                if c.state is _LevelState.DOWN:
+                    c.rose_at = r.at
                 c.state = _LevelState.UP
                 c.reason = ""
             return
@@ -153,29 +284,89 @@ class HealthTracker:
         c.fails += 1
         c.definite_fails = c.definite_fails + 1 if r.definite else 0
         c.reason = r.reason
-        if c.fails >= t.fall or c.definite_fails >= t.definite_fall:
+        if not r.definite:
+            c.last_soft_fail_at = r.at
+        if c.definite_fails >= t.definite_fall:
             c.state = _LevelState.DOWN
+            c.held_since = None
+        elif c.fails >= t.fall and c.state is not _LevelState.DOWN:
+            if not r.definite and self._correlated(host, r.at):
+                if c.held_since is None:
+                    c.held_since = r.at
+                if r.at - c.held_since < t.hold_max_s:
+                    return  # held: SUSPECT, not DOWN
+                c.reason = f"{r.reason}; held {r.at - c.held_since:.1f} s, no sign of life"
+            c.state = _LevelState.DOWN
+            c.held_since = None
 
-    def _judge(self, host: _HostCounters, r: ProbeResult) -> tuple[Health, str]:
+    def _slow_now(self, host: _HostCounters, at: float) -> bool:
+        """Not DOWN, and slow at ``at``: a level in a soft-failure streak (its last result a timeout
+        within the window) or a late banner within the window. One timeout followed by timely
+        answers is not enough: on a merely busy machine that would hold a hung host too often."""
+        if any(c.state is _LevelState.DOWN for c in host.levels.values()):
+            return False
+        for lv, c in host.levels.items():
+            window = self._t.correlated_window_s[lv - 1]
+            if (c.fails > 0 and at - c.last_soft_fail_at <= window) or at - c.last_late_at <= window:
+                return True
+        return False
+
+    def _slow_at_once(self, at: float) -> tuple[int, int]:
+        """(hosts slow at ``at``, hosts not DOWN). Any recent timeout counts, even if a late banner
+        reset that host's streak since: on a saturated controller hosts time out and come back in
+        turns, never all in one instant. Hosts already DOWN are left out of both counts, or the
+        first hosts to fall would let the rest fall one by one."""
+        live = [h for h in self._hosts.values() if all(c.state is not _LevelState.DOWN for c in h.levels.values())]
+        return sum(1 for h in live if self._slow_now(h, at)), len(live)
+
+    def _correlated(self, host: _HostCounters, at: float) -> bool:
+        slow, total = self._slow_at_once(at)
+        if not self._slow_now(host, at):
+            slow += 1  # the host being judged is failing right now (and not DOWN: it is counted in total)
+        return slow >= 2 and slow > self._t.correlated_fraction * total
+
+    def _track_episode(self) -> None:
+        held = [(h, lv) for h, host in sorted(self._hosts.items())
+                for lv, c in host.levels.items() if c.held_since is not None]
+        if held and not self._episode:
+            self._episode = True
+            names = ", ".join(sorted({h for h, _ in held}))
+            self._notes.append(
+                f"correlated slowness: many hosts failing probes at once ({names} held); the cause is "
+                "likely on the controller's side (CPU, network): holding them SUSPECT, not DOWN")
+        elif not held and self._episode:
+            self._episode = False
+            self._notes.append("correlated slowness over: no host held any more")
+
+    def _judge(self, host: _HostCounters) -> tuple[Health, str]:
         levels = host.levels
         down = [lv for lv, c in sorted(levels.items()) if c.state is _LevelState.DOWN]
         if down:
             c = levels[down[0]]
             return Health.DOWN, f"level {down[0]}: {c.reason}"
         failing = [lv for lv, c in sorted(levels.items()) if c.fails > 0]
-        if all(c.state is _LevelState.UP for c in levels.values()) and not failing:
+        slow = [lv for lv, c in sorted(levels.items()) if c.slow_ms is not None]
+        if all(c.state is _LevelState.UP for c in levels.values()) and not failing and not slow:
             return Health.UP, f"probes ok, banner latency {_ms(host.last_latency_ms)}"
         previous = host.health.state
-        if failing and previous in (Health.UP, Health.SUSPECT):
-            lv = failing[0]
-            c = levels[lv]
-            return Health.SUSPECT, f"level {lv}: {c.reason} ({c.fails} of {self._t.fall})"
         if previous is Health.DOWN:
             # Not down any more at any level but not every level rose yet: stay down until it has.
             return Health.DOWN, host.health.reason
+        healthy_before = previous in (Health.UP, Health.SUSPECT)
         if failing:
             lv = failing[0]
-            return Health.UNKNOWN, f"level {lv}: {levels[lv].reason} ({levels[lv].fails} of {self._t.fall})"
+            c = levels[lv]
+            if c.held_since is not None:
+                failing_now, total = self._slow_at_once(c.last_soft_fail_at)
+                why = (f"level {lv}: {c.reason} ({c.fails} in a row), held: {failing_now} of {total} hosts "
+                       "slow at once")
+            else:
+                why = f"level {lv}: {c.reason} ({c.fails} of {self._t.fall})"
+            return (Health.SUSPECT if healthy_before else Health.UNKNOWN), why
+        if slow:
+            lv = slow[0]
+            why = f"level {lv}: alive but slow, late banner {_ms(levels[lv].slow_ms)}"
+            return (Health.SUSPECT if healthy_before else Health.UNKNOWN), why
         return Health.UNKNOWN, "rising"
 
 

@@ -76,6 +76,16 @@ class ProbeSettings:
     known_hosts: str = "/etc/clusterip-failover/known_hosts"
     first_contact: Literal["refuse", "accept-new"] = "refuse"
     command: str = "true"
+    #: cap of the adaptive per-host banner timeout (floor: banner_timeout_s); docs/probes.md
+    banner_timeout_max_s: float = 1.0
+    #: keep a timed-out probe socket open this long (from its start): a late banner is proof of life
+    late_banner_s: float = 8.0
+    #: at most this many such late sockets per host
+    late_sockets_per_host: int = 48
+    #: hold soft failures at SUSPECT while more than this fraction of hosts fail at once (>= 1: never)
+    correlated_fraction: float = 0.5
+    #: ... but for at most this long without any sign of life from the held host
+    hold_max_s: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,12 @@ thread, so one core can watch hundreds of hosts. A hung sshd still completes TCP
 kernel does that), so the banner deadline is what catches it. Ready sockets are handled before
 deadlines are expired: if this process itself was late (CPU starved), a banner that arrived in
 time is not counted as a timeout.
+
+A probe that times out is reported at once (detection is not delayed), but its socket may be kept
+open a while longer (``late_banner_s`` from its start, at most ``late_per_host`` per host and
+``late_total`` in all, so waiting never takes sockets from new probes): if the
+banner then arrives, ``on_late`` reports it. A late banner proves the host alive but slow, which the
+health tracker uses to avoid failing a busy host; a hung sshd never sends one.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ _MAX_PREAMBLE = 8192  # RFC 4253 lets a server send lines before its banner; bou
 
 #: Called with the target, the latency in ms on success or the error, and the banner line.
 Outcome = Callable[[ProbeTarget, float | None, ProbeError | None], None]
+#: Called with the target and the real latency in ms of a banner that came after its timeout.
+LateOutcome = Callable[[ProbeTarget, float], None]
 
 
 @dataclass
@@ -46,9 +54,12 @@ class _Probe:
     sock: socket.socket
     started: float
     deadline: float
+    banner_timeout: float = 0.0
     connected: bool = False
     buf: bytes = b""
     seq: int = field(default=0)
+    #: already reported as a timeout; kept open only to see whether the banner still comes
+    late: bool = False
 
 
 class BannerProber:
@@ -60,22 +71,37 @@ class BannerProber:
         connect_timeout_s: float,
         banner_timeout_s: float,
         on_outcome: Outcome,
+        on_late: LateOutcome | None = None,
+        late_banner_s: float = 0.0,
+        late_per_host: int = 0,
+        late_total: int = 1024,
     ) -> None:
         self._sel = selector
         self._connect_timeout = connect_timeout_s
         self._banner_timeout = banner_timeout_s
         self._on_outcome = on_outcome
+        self._on_late = on_late
+        self._late_banner_s = late_banner_s
+        self._late_per_host = late_per_host if on_late is not None else 0
+        self._late_count: dict[str, int] = {}
+        self._late_total_max = late_total
+        self._late_total = 0
         self._deadlines: list[tuple[float, int, _Probe]] = []
         self._live: dict[int, _Probe] = {}
         self._seq = itertools.count()
         self.started_total = 0
+        self.late_banners = 0
 
     @property
     def in_flight(self) -> int:
         return len(self._live)
 
-    def start(self, target: ProbeTarget, family: socket.AddressFamily, ip: str, now: float) -> None:
-        """Begin one probe; the outcome arrives through ``on_outcome`` from ``handle``/``expire``."""
+    def start(self, target: ProbeTarget, family: socket.AddressFamily, ip: str, now: float,
+              banner_timeout_s: float | None = None) -> None:
+        """Begin one probe; the outcome arrives through ``on_outcome`` from ``handle``/``expire``.
+
+        ``banner_timeout_s`` overrides the default for this probe (the tracker's adaptive timeout).
+        """
         self.started_total += 1
         try:
             sock = socket.socket(family, socket.SOCK_STREAM)
@@ -89,7 +115,8 @@ class BannerProber:
             sock.close()
             self._on_outcome(target, None, _connect_error(err, target))
             return
-        probe = _Probe(target, sock, now, now + self._connect_timeout, seq=next(self._seq))
+        timeout = self._banner_timeout if banner_timeout_s is None else banner_timeout_s
+        probe = _Probe(target, sock, now, now + self._connect_timeout, timeout, seq=next(self._seq))
         self._live[probe.seq] = probe
         heapq.heappush(self._deadlines, (probe.deadline, probe.seq, probe))
         self._sel.register(sock, selectors.EVENT_WRITE, probe)
@@ -109,7 +136,8 @@ class BannerProber:
                 self._finish(probe, None, _connect_error(err, probe.target))
                 return
             probe.connected = True
-            probe.deadline = now + self._banner_timeout
+            if not probe.late:  # a late probe keeps its late deadline
+                probe.deadline = now + probe.banner_timeout
             heapq.heappush(self._deadlines, (probe.deadline, probe.seq, probe))
             self._sel.modify(probe.sock, selectors.EVENT_READ, probe)
             return
@@ -136,11 +164,31 @@ class BannerProber:
             deadline, seq, probe = heapq.heappop(self._deadlines)
             if seq not in self._live or deadline != probe.deadline:
                 continue  # finished, or moved on to its banner deadline
+            if probe.late:
+                self._close(probe)  # no banner even late: nothing more to report
+                continue
             if probe.connected:
-                err: ProbeError = BannerTimeout(f"banner timeout {self._banner_timeout * 1000:.0f} ms")
+                err: ProbeError = BannerTimeout(f"banner timeout {probe.banner_timeout * 1000:.0f} ms")
             else:
                 err = ConnectTimeout(f"connect timeout {self._connect_timeout * 1000:.0f} ms")
-            self._finish(probe, None, err)
+            if self._keep_late(probe, now):
+                self._on_outcome(probe.target, None, err)
+            else:
+                self._finish(probe, None, err)
+
+    def _keep_late(self, probe: _Probe, now: float) -> bool:
+        """Keep a timed-out probe's socket open to watch for a late banner, within the bounds."""
+        late_deadline = probe.started + self._late_banner_s
+        host = probe.target.host_id
+        if (late_deadline <= now or self._late_count.get(host, 0) >= self._late_per_host
+                or self._late_total >= self._late_total_max):
+            return False
+        probe.late = True
+        self._late_total += 1
+        probe.deadline = late_deadline
+        self._late_count[host] = self._late_count.get(host, 0) + 1
+        heapq.heappush(self._deadlines, (probe.deadline, probe.seq, probe))
+        return True
 
     def cancel_all(self) -> None:
         for probe in list(self._live.values()):
@@ -149,10 +197,22 @@ class BannerProber:
 
     def _finish(self, probe: _Probe, latency_ms: float | None, err: ProbeError | None) -> None:
         self._close(probe)
-        self._on_outcome(probe.target, latency_ms, err)
+        if not probe.late:
+            self._on_outcome(probe.target, latency_ms, err)
+        elif err is None and latency_ms is not None and self._on_late is not None:
+            self.late_banners += 1
+            self._on_late(probe.target, latency_ms)
+        # a late probe that fails (reset, bad banner) was already reported as a timeout
 
     def _close(self, probe: _Probe) -> None:
-        self._live.pop(probe.seq, None)
+        if self._live.pop(probe.seq, None) is not None and probe.late:
+            self._late_total -= 1
+            host = probe.target.host_id
+            left = self._late_count.get(host, 1) - 1
+            if left > 0:
+                self._late_count[host] = left
+            else:
+                self._late_count.pop(host, None)
         with contextlib.suppress(KeyError, ValueError):
             self._sel.unregister(probe.sock)
         probe.sock.close()

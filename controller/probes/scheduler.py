@@ -9,6 +9,10 @@ controller reacts to a dead host at once instead of at its next tick.
 Probes run at a fixed rate, not "interval after the previous one finished": with a banner timeout
 longer than the interval, the probes of a hung host overlap and ``fall`` failures arrive one
 interval apart, which is what bounds detection to about ``(fall - 1) * interval + banner_timeout``.
+
+Telling slow from hung (docs/probes.md, "Load"): each banner probe gets its host's adaptive
+timeout from the tracker, and timed-out sockets stay open a while so that a late banner can be
+reported as proof of life; the tracker also holds hosts that fail all at once.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class ProbeStats:
     level1: int = 0
     level2: int = 0
     transitions: int = 0
+    late_banners: int = 0
 
 
 class ProbeScheduler:
@@ -77,9 +82,7 @@ class ProbeScheduler:
         self._on_change = on_change
         self._login_enabled = settings.login_interval_s > 0
         levels: tuple[int, ...] = (1, 2) if self._login_enabled else (1,)
-        self._tracker = HealthTracker(
-            Thresholds(settings.fall, settings.rise, settings.definite_fall, levels),  # type: ignore[arg-type]
-        )
+        self._tracker = HealthTracker(thresholds_of(settings, levels))
         self._lock = threading.RLock()  # tracker, slots and on_change delivery
         self._slots: dict[str, _Slot] = {}
         # Due times in a heap (kind 1 = banner, 2 = login): each wake-up costs O(log n), not O(hosts).
@@ -91,8 +94,12 @@ class ProbeScheduler:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        self._banner = BannerProber(self._sel, settings.connect_timeout_s, settings.banner_timeout_s, self._on_banner)
         self._max_sockets = _socket_budget()
+        self._banner = BannerProber(
+            self._sel, settings.connect_timeout_s, settings.banner_timeout_s, self._on_banner,
+            self._on_late_banner, settings.late_banner_s, settings.late_sockets_per_host,
+            late_total=max(16, self._max_sockets // 4),
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -199,7 +206,9 @@ class ProbeScheduler:
                 continue
             if kind == 1:
                 if self._banner.in_flight < self._max_sockets:
-                    self._banner.start(slot.target, slot.family, slot.ip, now)
+                    with self._lock:
+                        timeout = self._tracker.banner_timeout(slot.target.host_id, time.time())
+                    self._banner.start(slot.target, slot.family, slot.ip, now, timeout)
                     self.stats.level1 += 1
                 # Fixed rate; if this thread was late, skip missed ticks rather than burst them.
                 slot.due = due + interval * max(1, int((now - due) // interval) + 1)
@@ -222,6 +231,11 @@ class ProbeScheduler:
             self._record(target, ProbeResult(target.host_id, 1, True, latency_ms, "banner ok", time.time()))
         else:
             self._record(target, ProbeResult(target.host_id, 1, False, None, err.reason, time.time(), err.definite))
+
+    def _on_late_banner(self, target: ProbeTarget, latency_ms: float) -> None:
+        self.stats.late_banners += 1
+        self._record(target, ProbeResult(target.host_id, 1, True, latency_ms, "late banner", time.time(),
+                                         late=True))
 
     # ------------------------------------------------------------------ login workers
 
@@ -255,6 +269,8 @@ class ProbeScheduler:
             if result.level == 2:
                 self.stats.level2 += 1
             change = self._tracker.observe(result)
+            for note in self._tracker.take_notes():
+                log.warning("%s", note)
             if change is None:
                 return
             self.stats.transitions += 1
@@ -282,10 +298,26 @@ def _validate(s: ProbeSettings) -> None:
             raise ProbeConfigError(f"probe {name} must be > 0 (got {getattr(s, name)}): fix the config")
     if s.login_workers < 1:
         raise ProbeConfigError(f"probe login_workers must be >= 1 (got {s.login_workers}): fix the config")
+    if s.late_sockets_per_host < 0 or s.late_banner_s < 0:
+        raise ProbeConfigError("probe late_sockets_per_host and late_banner_s must be >= 0: fix the config")
     try:
-        Thresholds(s.fall, s.rise, s.definite_fall)
+        thresholds_of(s, (1,))
     except ValueError as exc:
         raise ProbeConfigError(str(exc)) from exc
+
+
+def thresholds_of(s: ProbeSettings, levels: tuple[int, ...]) -> Thresholds:
+    """The tracker's rules from the settings; "at the same moment" spans one detection window."""
+    return Thresholds(
+        s.fall, s.rise, s.definite_fall, levels,  # type: ignore[arg-type]
+        banner_timeout_s=s.banner_timeout_s,
+        banner_timeout_max_s=max(s.banner_timeout_s, s.banner_timeout_max_s),
+        correlated_fraction=s.correlated_fraction,
+        hold_max_s=s.hold_max_s,
+        correlated_window_s=(s.fall * s.interval_s + max(s.banner_timeout_s, s.banner_timeout_max_s),
+                             s.login_interval_s + s.login_timeout_s),
+        late_banner_s=s.late_banner_s,
+    )
 
 
 def _socket_budget() -> int:

@@ -147,3 +147,253 @@ def test_invariants_under_any_sequence(seq: list[tuple[int, bool, bool]], fall: 
         if now is Health.UP and prev is not Health.UP:
             assert good and c[2] >= 1 and all(runs[lv][0] == 0 for lv in (1, 2))
         prev = now
+
+
+# ------------------------------------------------------------------ telling slow from hung (load)
+
+
+def late(at: float, host: str = "a", ms: float = 650.0) -> ProbeResult:
+    return ProbeResult(host, 1, True, ms, "late banner", at, late=True)
+
+
+def fleet(n: int, fraction: float = 0.5, hold_max_s: float = 4.0) -> HealthTracker:
+    hosts = [f"h{i}" for i in range(n)]
+    t = HealthTracker(Thresholds(3, 3, 2, (1,), correlated_fraction=fraction, hold_max_s=hold_max_s,
+                                 correlated_window_s=(1.45, 2.5)), hosts)
+    for i in range(3):
+        for h in hosts:
+            t.observe(ok(1, i * 0.15, host=h))
+    assert all(v.state is Health.UP for v in t.snapshot().values())
+    return t
+
+
+def test_late_banner_resets_the_streak_and_marks_alive_but_slow() -> None:
+    t = tracker(levels=(1,))
+    for i in range(3):
+        t.observe(ok(1, i))
+    t.observe(fail(1, 10.0))
+    t.observe(fail(1, 10.15))
+    s = t.observe(late(10.2))
+    assert s is None  # already SUSPECT, still SUSPECT
+    h = t.health("a")
+    assert h.state is Health.SUSPECT and "alive but slow, late banner 650.0 ms" in h.reason
+    # the streak restarted: two more timeouts are not three in a row
+    t.observe(fail(1, 10.3))
+    t.observe(fail(1, 10.45))
+    assert t.health("a").state is Health.SUSPECT
+    back = t.observe(ok(1, 10.6))  # an in-time banner clears "slow"
+    assert back is not None and back.state is Health.UP
+
+
+def test_late_banners_keep_a_slow_host_out_of_down_forever() -> None:
+    t = tracker(levels=(1,))
+    for i in range(3):
+        t.observe(ok(1, i))
+    at = 10.0
+    for _ in range(200):  # every probe times out, but every banner still arrives
+        t.observe(fail(1, at))
+        t.observe(fail(1, at + 0.15))
+        t.observe(late(at + 0.2))
+        at += 0.3
+        assert t.health("a").state is Health.SUSPECT
+
+
+def test_late_banner_is_no_success_for_rise_and_does_not_lift_down() -> None:
+    t = tracker(levels=(1,))
+    for i in range(3):
+        t.observe(ok(1, i))
+    for i in range(3):
+        t.observe(fail(1, 10 + i * 0.15))
+    assert t.health("a").state is Health.DOWN
+    for i in range(5):
+        assert t.observe(late(11 + i)) is None
+    assert t.health("a").state is Health.DOWN
+
+
+def test_hung_host_without_late_banners_goes_down_after_fall() -> None:
+    t = tracker(levels=(1,))
+    for i in range(3):
+        t.observe(ok(1, i))
+    t.observe(fail(1, 10.0))
+    t.observe(fail(1, 10.15))
+    d = t.observe(fail(1, 10.3))
+    assert d is not None and d.state is Health.DOWN
+
+
+def test_adaptive_timeout_floor_for_fast_host_grows_for_slow_one_capped() -> None:
+    t = HealthTracker(Thresholds(3, 3, 2, (1,), banner_timeout_s=0.3, banner_timeout_max_s=1.0), ["a"])
+    assert t.banner_timeout("a", 0) == 0.3  # no sample yet
+    at = 0.0
+    for _ in range(20):
+        t.observe(ok(1, at, ms=6.0))
+        at += 0.15
+    assert t.banner_timeout("a", at) == 0.3  # fast host: the floor, so a sudden hang is caught at once
+    ms = 250.0
+    while ms <= 640:  # gradually slower: 250 .. 640 ms; every banner arrives, in time or late
+        timeout = t.banner_timeout("a", at)
+        if ms / 1000 <= timeout:
+            t.observe(ok(1, at, ms=ms))
+        else:
+            t.observe(fail(1, at, reason=f"banner timeout {timeout * 1000:.0f} ms"))
+            t.observe(late(at + 0.01, ms=ms))
+        assert t.health("a").state is not Health.DOWN
+        at += 0.15
+        ms += 2.0
+    assert 0.64 < t.banner_timeout("a", at) <= 1.0  # judged against its own behaviour now
+    for _ in range(40):
+        t.observe(late(at, ms=5000.0))
+        at += 0.15
+    assert t.banner_timeout("a", at) == 1.0  # capped: a slow host is still judged within a bound
+    assert t.banner_timeout("a", at + 8.1) == 0.3  # no late banner for late_banner_s: the floor again
+    assert t.banner_timeout("ghost", at) == 0.3
+
+
+def test_jittery_but_timely_banners_keep_the_floor() -> None:
+    """A busy machine: banners 50..280 ms, all in time. The estimator would say 0.3+; we keep 0.3."""
+    t = HealthTracker(Thresholds(3, 3, 2, (1,)), ["a"])
+    for i in range(200):
+        t.observe(ok(1, i * 0.15, ms=50.0 + (i * 37) % 230))
+    assert t.banner_timeout("a", 30.0) == 0.3
+
+
+def test_late_banner_samples_teach_the_adaptive_timeout() -> None:
+    t = HealthTracker(Thresholds(3, 3, 2, (1,)), ["a"])
+    for i in range(3):
+        t.observe(ok(1, i, ms=5.0))
+    for i in range(8):
+        t.observe(late(10 + i * 0.15, ms=600.0))
+    assert t.banner_timeout("a", 11.5) > 0.6
+
+
+def test_majority_failing_at_once_is_held_suspect_and_logged_once() -> None:
+    t = fleet(4)
+    at = 10.0
+    for _ in range(6):  # 6 timeouts in a row on every host, all at the same moment
+        for h in ("h0", "h1", "h2", "h3"):
+            t.observe(fail(1, at, host=h))
+        at += 0.15
+    snap = t.snapshot()
+    assert all(v.state is Health.SUSPECT for v in snap.values()), snap
+    assert "held: 4 of 4 hosts slow at once" in snap["h3"].reason
+    notes = t.take_notes()
+    assert len(notes) == 1 and notes[0].startswith("correlated slowness")
+    for h in ("h0", "h1", "h2", "h3"):
+        t.observe(ok(1, at, host=h))
+    assert all(v.state is Health.UP for v in t.snapshot().values())
+    assert t.take_notes() == ["correlated slowness over: no host held any more"]
+
+
+def test_minority_failing_is_not_held() -> None:
+    t = fleet(4)
+    at = 10.0
+    for _ in range(3):
+        t.observe(fail(1, at, host="h0"))
+        t.observe(fail(1, at, host="h1"))  # 2 of 4: not a majority
+        t.observe(ok(1, at, host="h2"))
+        t.observe(ok(1, at, host="h3"))
+        at += 0.15
+    assert t.health("h0").state is Health.DOWN and t.health("h1").state is Health.DOWN
+
+
+def test_single_host_is_never_held() -> None:
+    t = fleet(1)
+    for i in range(3):
+        t.observe(fail(1, 10 + i * 0.15, host="h0"))
+    assert t.health("h0").state is Health.DOWN
+
+
+def test_definite_failures_are_never_held() -> None:
+    t = fleet(4)
+    at = 10.0
+    for _ in range(2):
+        for h in ("h0", "h1", "h2"):
+            t.observe(fail(1, at, host=h))
+        t.observe(fail(1, at, "connection refused", definite=True, host="h3"))
+        at += 0.15
+    assert t.health("h3").state is Health.DOWN
+    assert t.health("h0").state is Health.SUSPECT
+
+
+def test_held_host_without_sign_of_life_goes_down_after_hold_max() -> None:
+    t = fleet(4, hold_max_s=1.0)
+    at = 10.0
+    while at < 12.0:  # everyone fails; h0..h2 show late banners (alive), h3 never answers (hung)
+        for h in ("h0", "h1", "h2", "h3"):
+            t.observe(fail(1, at, host=h))
+        for h in ("h0", "h1", "h2"):
+            if round((at - 10.0) / 0.15) % 2 == 1:
+                t.observe(late(at, host=h))
+        at += 0.15
+    assert t.health("h3").state is Health.DOWN
+    assert "banner timeout" in t.health("h3").reason
+    assert all(t.health(h).state is Health.SUSPECT for h in ("h0", "h1", "h2"))
+
+
+def test_hold_ends_when_the_others_recover_and_a_hung_host_then_goes_down() -> None:
+    t = fleet(4)
+    at = 10.0
+    for _ in range(4):
+        for h in ("h0", "h1", "h2", "h3"):
+            t.observe(fail(1, at, host=h))
+        at += 0.15
+    assert t.health("h0").state is Health.SUSPECT
+    recovered = at
+    while t.health("h0").state is not Health.DOWN and at < recovered + 5:  # others fine again; h0 still fails
+        t.observe(fail(1, at, host="h0"))
+        for h in ("h1", "h2", "h3"):
+            t.observe(ok(1, at, host=h))
+        at += 0.15
+    assert t.health("h0").state is Health.DOWN
+    assert at - recovered <= 1.45 + 0.3  # once their last timeout is older than the window
+
+
+def test_bad_timing_thresholds_are_errors() -> None:
+    with pytest.raises(ValueError, match="banner_timeout_max_s"):
+        Thresholds(banner_timeout_s=0.5, banner_timeout_max_s=0.3)
+    with pytest.raises(ValueError, match="correlated_fraction"):
+        Thresholds(correlated_fraction=0)
+
+
+def test_hosts_timing_out_in_turns_count_as_correlated() -> None:
+    """On a starved controller hosts time out and come back (late banners) in turns: still correlated."""
+    t = fleet(4)
+    at = 10.0
+    for k in range(40):
+        for i, h in enumerate(("h0", "h1", "h2", "h3")):
+            t.observe(fail(1, at, host=h))
+            if (k + i) % 4 == 0:
+                t.observe(late(at + 0.01, host=h))
+        at += 0.15
+    assert all(v.state is not Health.DOWN for v in t.snapshot().values()), t.snapshot()
+
+
+def test_backlog_after_a_hang_does_not_inflate_the_adaptive_timeout() -> None:
+    t = tracker(levels=(1,))
+    for i in range(10):
+        t.observe(ok(1, i * 0.15, ms=6.0))
+    for i in range(3):
+        t.observe(fail(1, 10 + i * 0.15))
+    assert t.health("a").state is Health.DOWN
+    for i in range(5):  # the resumed sshd answers its queued connections seconds late
+        t.observe(late(11 + i * 0.01, ms=2500.0))
+    for i in range(3):
+        t.observe(ok(1, 11.1 + i * 0.15, ms=6.0))
+    assert t.health("a").state is Health.UP
+    for i in range(5):  # ... some only after it rose again
+        t.observe(late(11.6 + i * 0.01, ms=3000.0))
+    assert t.banner_timeout("a", 11.7) == 0.3  # backlog samples ignored
+
+
+def test_hosts_already_down_do_not_let_the_rest_fall_one_by_one() -> None:
+    t = fleet(4)
+    at = 10.0
+    for _ in range(3):  # two hosts go down for a definite reason
+        for h in ("h0", "h1"):
+            t.observe(fail(1, at, "connection refused", definite=True, host=h))
+        at += 0.15
+    assert t.health("h0").state is Health.DOWN and t.health("h1").state is Health.DOWN
+    for _ in range(6):  # the two others are slow together: 2 of the 2 live hosts
+        for h in ("h2", "h3"):
+            t.observe(fail(1, at, host=h))
+        at += 0.15
+    assert t.health("h2").state is Health.SUSPECT and t.health("h3").state is Health.SUSPECT
