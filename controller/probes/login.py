@@ -25,6 +25,7 @@ from paramiko.common import cMSG_IGNORE
 
 from controller.probes.errors import (
     AuthFailed,
+    ConnectionClosed,
     ConnectRefused,
     ConnectTimeout,
     ExecFailed,
@@ -123,7 +124,7 @@ class LoginProber:
             step = "host key check"
             self.known_hosts.check(ip, target.port, transport.get_remote_server_key())
             step = "authentication"
-            _auth(transport, self.user, self.key)
+            _auth(transport, self.user, self.key, deadline, self.login_timeout_s)
             step = "session open"
             channel = transport.open_session(timeout=_left(deadline))
             step = "exec"
@@ -165,12 +166,20 @@ def _connect(family: socket.AddressFamily, ip: str, target: ProbeTarget, timeout
     return sock
 
 
-def _auth(transport: paramiko.Transport, user: str, key: paramiko.PKey) -> None:
+def _auth(transport: paramiko.Transport, user: str, key: paramiko.PKey, deadline: float, timeout_s: float) -> None:
+    """Public-key auth. paramiko raises the same ``AuthenticationException`` for a rejected key and
+    for its own timeout or a connection cut (our watchdog at the deadline): only a real rejection
+    is definite, or a slow login on a busy host would count as a wrong key."""
     try:
         remaining = transport.auth_publickey(user, key)
     except paramiko.BadAuthenticationType as exc:
         raise AuthFailed(f"auth failed: server allows only {', '.join(exc.allowed_types)} for {user}") from exc
     except paramiko.AuthenticationException as exc:
+        text = str(exc)
+        if time.monotonic() >= deadline or "timeout" in text.lower():
+            raise LoginTimeout(f"login timeout {timeout_s * 1000:.0f} ms during authentication") from exc
+        if "EOF" in text or not transport.is_active():
+            raise ConnectionClosed("connection closed during authentication") from exc
         raise AuthFailed(f"auth failed: key {key.fingerprint} rejected for user {user}") from exc
     if remaining:
         raise AuthFailed(f"auth failed: server wants more ({', '.join(remaining)}) after the key for {user}")
