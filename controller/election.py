@@ -34,6 +34,7 @@ class LeaderElection:
         #: monotonic time this replica last became leader (None: not leading)
         self.leader_since: float | None = None
         self._watched: str | None = None
+        self._recheck = True
         client.add_listener(self._on_state)
 
     def _on_state(self, state: str) -> None:
@@ -44,6 +45,7 @@ class LeaderElection:
             self.is_leader = False
             self.leader_since = None
             self._watched = None  # a lost session takes its watches along: re-arm after reconnecting
+            self._recheck = True
         self.wake.set()
 
     @property
@@ -55,8 +57,12 @@ class LeaderElection:
         if self.client.state != KazooState.CONNECTED:
             self.is_leader = False
             return False
+        session = self.client.client_id[0] if self.client.client_id else None
+        if self.is_leader and not self._recheck and self.node is not None and session == self._session:
+            # A settled leader stays leader until its connection state changes (the listener then
+            # clears is_leader) or a fenced write is rejected (recheck()): no round trip per cycle.
+            return True
         with mapped_errors("leader election"):
-            session = self.client.client_id[0] if self.client.client_id else None
             if self.node is None or session != self._session:
                 self.client.ensure_path(layout.ELECTION)
                 path = self.client.create(
@@ -72,6 +78,7 @@ class LeaderElection:
                 return False
             index = children.index(self.node)
             was = self.is_leader
+            self._recheck = False
             self.is_leader = index == 0
             if not self.is_leader:
                 predecessor = f"{layout.ELECTION}/{children[index - 1]}"
@@ -91,6 +98,10 @@ class LeaderElection:
             if was and not self.is_leader:
                 log.warning("controller %s lost the leadership", self.controller_id)
         return self.is_leader
+
+    def recheck(self) -> None:
+        """Verify the leadership with ZooKeeper on the next refresh (a fenced write was rejected)."""
+        self._recheck = True
 
     def _on_predecessor(self, _event: object) -> None:
         self._watched = None

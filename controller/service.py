@@ -209,9 +209,10 @@ class ControllerService:
                 self._record(loop, decision, now)
             else:
                 summary += " [not written: the map changed or leadership was lost; re-planning]"
+                self.election.recheck()
                 self.wake.set()
         if health != loop.last_health:
-            loop.store.write_health(health)
+            loop.store.write_health_async(health)  # for operators only: off the handoff's path
             loop.last_health = health
         if summary != loop.last_summary:
             log.info("cluster %s: %s", spec.name, summary)

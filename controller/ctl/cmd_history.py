@@ -8,6 +8,7 @@ Exit 0 (also when there are no events); 1 ZooKeeper unreachable; 2 bad usage or 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 
@@ -41,6 +42,10 @@ def history(config_file: str, cluster_name: str | None, since: str | None, as_js
         raise UsageError(str(err.args[0])) from None
     from controller.zk.client import make_client, start_client  # lazy: kazoo only for this command
     from controller.zk.store import ClusterStore
+
+    # kazoo reports every failed connection attempt as a warning; without logging configured they
+    # would reach stderr ahead of our one-line error. The outcome is what the operator needs.
+    logging.getLogger("kazoo").setLevel(logging.CRITICAL)
 
     client = make_client(config.zookeeper, read_only=True)
     start_client(client, config.zookeeper)

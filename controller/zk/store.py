@@ -261,6 +261,22 @@ class ClusterStore:
                 except NodeExistsError:
                     retried(self.client, self.client.set, path, data)
 
+    def write_health_async(self, health: Mapping[str, HostHealth]) -> None:
+        """Publish the verdicts without waiting (they are for operators, not for the handoff)."""
+        data = schema.encode_health(health)
+        path = layout.health_path(self.name)
+
+        def created_or_set(reply: IAsyncResult) -> None:
+            try:
+                reply.get_nowait()
+            except NoNodeError:
+                self.client.create_async(path, data, makepath=True)
+            except Exception as exc:
+                log.info("health of %s not published: %s", self.name, type(exc).__name__)
+
+        with mapped_errors(f"publishing health of {self.name}"):
+            self.client.set_async(path, data).rawlink(created_or_set)
+
     def append_history(self, events: Iterable[schema.HistoryEvent], wait: bool = True) -> None:
         """Append events; with ``wait=False`` the creates are only sent (the controller's hot path)."""
         prefix = layout.history_event_prefix(self.name)

@@ -164,6 +164,7 @@ class CoordLab:
     health: dict[str, dict[str, str]] = field(default_factory=dict)
     retired: list[Proc] = field(default_factory=list)
     isolated: set[str] = field(default_factory=set)
+    closed: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.host_ids = tuple(f"h{i}" for i in range(1, self.hosts + 1))
@@ -262,14 +263,14 @@ clusters:
         else:
             self.retired.append(proc)
         if wait:
-            self.wait_for(lambda: self.is_member(claimed), 30, f"hook {claimed} registered", proc)
+            self.wait_for(lambda: self.is_member(claimed), 60, f"hook {claimed} registered", proc)
         return proc
 
     def start_hooks(self) -> None:
         for host in self.host_ids:
             self.start_hook(host, wait=False)
         for host in self.host_ids:
-            self.wait_for(partial(self.is_member, host), 30, f"hook {host} registered", self.hooks[host])
+            self.wait_for(partial(self.is_member, host), 60, f"hook {host} registered", self.hooks[host])
 
     def start_controller(self, cid: str, *, wait: bool = False) -> Proc:
         argv = [
@@ -326,6 +327,8 @@ clusters:
         The work directory (configs, logs, journals) is removed unless ``keep_files``, violations, or
         the environment variable CIPFO_KEEP_LAB is set (for post-mortems of failed tests).
         """
+        if self.closed is not None:
+            return self.closed
         violations: list[str] = []
         if self.checker is not None:
             violations = self.checker.stop()
@@ -339,6 +342,7 @@ clusters:
         with contextlib.suppress(Exception):
             self.client.stop()
             self.client.close()
+        self.closed = violations
         if keep_files or violations or os.environ.get("CIPFO_KEEP_LAB"):
             print(f"\ncoordination lab files kept in {self.workdir}")
         else:
@@ -372,11 +376,14 @@ clusters:
     def owners(self) -> dict[int, str | None]:
         return {b: s.owner for b, s in self.snapshot().map.buckets.items()}
 
-    def converged(self, expected: dict[int, str] | None = None) -> bool:
+    def converged(self, expected: dict[int, str] | None = None, without: str | None = None) -> bool:
         """Map written, every bucket owned (as ``expected`` when given), every running hook registered
-        and caught up (published the map's epoch holding exactly what the map gives it)."""
-        snap = self.snapshot()
+        and caught up (published the map's epoch holding exactly what the map gives it); with
+        ``without``, that host owns nothing."""
+        snap = self.snapshot()  # one snapshot for every condition: two could straddle a revoke
         if snap.map.epoch == 0:
+            return False
+        if without is not None and snap.map.owned_by(without):
             return False
         running = (h for h, proc in self.hooks.items() if proc.alive and h not in self.isolated)
         if any(host not in snap.members for host in running):

@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from clusterlab.ports import free_tcp_ports
 from clusterlab.zookeeper import ZooKeeperCluster
 from conftest import ZK_START_TIMEOUT_S, ZK_TICK_MS, unique_chroot
 from coordination_harness import CLUSTER, CoordLab, bring_up
@@ -121,7 +125,7 @@ def test_host_down_with_live_hook_revokes_then_acks_then_grants(lab: CoordLab) -
     bring_up(lab)
     epoch = lab.snapshot().map.epoch
     down_at = lab.set_health("h1", "down", "power supply")
-    lab.wait_for(lambda: lab.converged() and lab.snapshot().map.owned_by("h1") == frozenset(), 20,
+    lab.wait_for(lambda: lab.converged(without="h1"), 20,
                  "h1's buckets moved")
     snap = lab.snapshot()
     for bucket in lab.homes("h1"):
@@ -147,7 +151,7 @@ def test_host_down_with_dead_hook_grants_only_after_session_gone(lab: CoordLab) 
     killed = lab.kill_hook("h2", host_dead=True)
     lab.set_health("h2", "down", "host crashed")
     gone = lab.member_gone_time("h2", killed, 10)
-    lab.wait_for(lambda: lab.converged() and not lab.snapshot().map.owned_by("h2"), 20, "h2's buckets moved")
+    lab.wait_for(lambda: lab.converged(without="h2"), 20, "h2's buckets moved")
     snap = lab.snapshot()
     for bucket in lab.homes("h2"):
         owner = snap.map.buckets[bucket].owner
@@ -201,5 +205,48 @@ def test_killing_the_leading_controller_moves_nothing(lab: CoordLab) -> None:
     assert elected - killed <= SESSION_S + 1.0
     # The new leader really acts: a host failure is handled.
     lab.set_health("h4", "down")
-    lab.wait_for(lambda: lab.converged() and not lab.snapshot().map.owned_by("h4"), 20, "new leader moved h4's buckets")
+    lab.wait_for(lambda: lab.converged(without="h4"), 20, "new leader moved h4's buckets")
     assert re.search(r"grant b\d", proc.log())
+
+
+# ---------------------------------------------------------------------------------- clusterip-ctl history
+
+
+def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).parent / "clusterip-ctl"
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_ctl_history_shows_every_decision(lab: CoordLab) -> None:
+    bring_up(lab)
+    lab.set_health("h2", "down", "disk on fire")
+    lab.wait_for(lambda: lab.converged(without="h2"), 20, "h2's buckets moved")
+    result = ctl("history", "--config", str(lab.config_path), "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    events = doc["events"]
+    assert doc["cluster"] == CLUSTER
+    assert [e["epoch"] for e in events] == sorted(e["epoch"] for e in events), "oldest first"
+    moves = [(e["event"], e["bucket"], e["from"], e["to"]) for e in events if e["bucket"] in lab.homes("h2")]
+    revokes = [m for m in moves if m[0] == "revoke"]
+    assert {(b, f) for _, b, f, _ in revokes} == {(b, "h2") for b in lab.homes("h2")}
+    assert all("disk on fire" in e["reason"] and e["controller"] == "c1" for e in events if e["event"] == "revoke")
+    text = ctl("history", "--config", str(lab.config_path), "--since", "10m")
+    assert text.returncode == 0
+    lines = text.stdout.splitlines()
+    assert len(lines) == len(events)
+    assert any(re.search(r"Z epoch \d+ revoke b3 from h2 \(h2 down: disk on fire\) \[c1\]$", line) for line in lines)
+    future = ctl("history", "--config", str(lab.config_path), "--since", "2999-01-01T00:00:00Z")
+    assert future.returncode == 0 and future.stdout.startswith(f"cluster {CLUSTER}: no events since 2999-01-01")
+
+
+def test_ctl_history_errors_are_one_line(tmp_path: Path) -> None:
+    bad = ctl("history", "--config", "/nonexistent/cipfo.yaml", "--since", "yesterday")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--since" in bad.stderr
+    config = tmp_path / "c.yaml"
+    text = (Path(__file__).resolve().parents[2] / "deploy" / "examples" / "seed-unix0.yaml").read_text()
+    port = free_tcp_ports(1)[0]
+    config.write_text(text.replace('"127.0.0.1:2181"', f'"127.0.0.1:{port}"\n  connect_timeout_s: 0.5'))
+    down = ctl("history", "--config", str(config))
+    assert down.returncode == 1, down.stderr
+    assert down.stderr.strip().count("\n") == 0 and "cannot reach ZooKeeper" in down.stderr

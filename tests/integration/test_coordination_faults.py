@@ -88,7 +88,7 @@ def test_zookeeper_leader_killed_changes_nothing(ensemble_lab: CoordLab) -> None
     report("ZooKeeper leader SIGKILL -> new ZooKeeper leader", elected - killed)
     # The system still works: a host failure after the ZooKeeper failover is handled.
     down_at = lab.set_health("h2", "down")
-    lab.wait_for(lambda: lab.converged() and not lab.snapshot().map.owned_by("h2"), 30, "h2's buckets moved")
+    lab.wait_for(lambda: lab.converged(without="h2"), 30, "h2's buckets moved")
     snap = lab.snapshot()
     granted = max(lab.grant_time(snap.map.buckets[b].owner or "", b, down_at) or 0.0 for b in lab.homes("h2"))
     report("after ZooKeeper failover: host down -> last grant applied", granted - down_at)
@@ -112,7 +112,7 @@ def test_zookeeper_down_for_everyone_drops_nothing_and_converges(outage_lab: Coo
     # expires every session on resume, so h3's hook is alive but briefly unregistered: its absence
     # must not count as proof that it let go (this once caused an 8 ms overlap).
     lab.set_health("h3", "down", "failed during the outage")
-    lab.wait_for(lambda: lab.converged() and not lab.snapshot().map.owned_by("h3"), 30, "converged after the outage")
+    lab.wait_for(lambda: lab.converged(without="h3"), 30, "converged after the outage")
     back = time.monotonic()
     during = drops_after(lab, paused)
     assert not {h: [e for e in ev if e[0] < resumed] for h, ev in during.items() if any(e[0] < resumed for e in ev)}, (
@@ -140,7 +140,7 @@ def test_isolated_hook_releases_before_its_session_expires(lab: CoordLab) -> Non
     # A real partition also fails the controller's probes of that host.
     lab.set_health(victim, "down", "unreachable")
     gone = lab.member_gone_time(victim, cut, 10)
-    lab.wait_for(lambda: lab.converged() and not lab.snapshot().map.owned_by(victim), 20, "survivors own h1's buckets")
+    lab.wait_for(lambda: lab.converged(without=victim), 20, "survivors own h1's buckets")
     snap = lab.snapshot()
     for bucket in lab.homes(victim):
         released = lab.revoke_time(victim, bucket, cut)
