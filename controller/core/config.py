@@ -49,6 +49,7 @@ from controller.core.model import (
     ProbeSettings,
     ZooKeeperSettings,
 )
+from controller.core.profiles import DEFAULT_PROFILE, PROFILES, Profile
 
 __all__ = [
     "INTERFACE_PLACEHOLDER",
@@ -67,10 +68,10 @@ NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 _IFNAMSIZ = 16  # the kernel's limit includes the trailing NUL
 
-_TOP_KEYS = ("zookeeper", "clusters")
+_TOP_KEYS = ("profile", "zookeeper", "clusters")
 _CLUSTER_KEYS = (
     "name", "vip", "interface", "backend", "buckets", "cluster_mac", "protocol", "ports",
-    "hash", "hosts", "probe", "failback", "handoff",
+    "hash", "hosts", "profile", "probe", "failback", "handoff",
 )
 _CLUSTER_REQUIRED = ("name", "vip", "interface", "backend", "buckets", "cluster_mac", "hosts")
 _HOST_KEYS = ("id", "ssh", "home_buckets")
@@ -158,22 +159,29 @@ def _read_config(data: object, probs: Problems) -> Config | None:
     if top is None:
         return None
     check_keys(top, "", _TOP_KEYS, ("clusters",), probs)
-    zookeeper = _read_zookeeper(top.get("zookeeper"), probs)
+    profile = _profile(top.get("profile", DEFAULT_PROFILE), "profile", probs, PROFILES[DEFAULT_PROFILE])
+    zookeeper = _read_zookeeper(top.get("zookeeper"), probs, profile)
     clusters: list[ClusterSpec] = []
     if "clusters" in top:
         nodes = sequence(top["clusters"], "clusters", probs, "clusters: [{name: ..., ...}]")
         if nodes is not None and not nodes:
             probs.add("clusters", "the list is empty", "describe at least one cluster")
         for index, node in enumerate(nodes or ()):
-            spec = _read_cluster(node, item("clusters", index), probs)
+            spec = _read_cluster(node, item("clusters", index), probs, profile)
             if spec is not None:
                 clusters.append(spec)
         _check_unique_clusters(nodes or [], clusters, probs)
-    return Config(zookeeper, tuple(clusters))
+    return Config(zookeeper, tuple(clusters), profile.name)
 
 
-def _read_zookeeper(value: object, probs: Problems) -> ZooKeeperSettings:
-    zk = section(ZooKeeperSettings(), value, "zookeeper", probs)
+def _profile(value: object, path: str, probs: Problems, fallback: Profile) -> Profile:
+    """A named set of defaults (controller/core/profiles.py); explicit keys still override it."""
+    name = choice(value, path, probs, tuple(PROFILES))
+    return PROFILES.get(name, fallback) if name is not None else fallback
+
+
+def _read_zookeeper(value: object, probs: Problems, profile: Profile) -> ZooKeeperSettings:
+    zk = section(ZooKeeperSettings(session_timeout_s=profile.session_timeout_s), value, "zookeeper", probs)
     for part in zk.hosts.split(","):
         host, _, port = part.strip().rpartition(":") if ":" in part else (part.strip(), "", "2181")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -221,7 +229,7 @@ def _normal_ip(text: str) -> str:
 # --------------------------------------------------------------------------- one cluster
 
 
-def _read_cluster(node: object, path: str, probs: Problems) -> ClusterSpec | None:
+def _read_cluster(node: object, path: str, probs: Problems, top_profile: Profile) -> ClusterSpec | None:
     data = mapping(node, path, probs, hint=f"each cluster is a mapping ({_EXAMPLE})")
     if data is None:
         return None
@@ -242,11 +250,12 @@ def _read_cluster(node: object, path: str, probs: Problems) -> ClusterSpec | Non
     ports = _ports(data.get("ports", []), at("ports"), protocol, probs)
     hash_settings = _hash(data.get("hash"), at("hash"), backend, probs)
     hosts = _hosts(data["hosts"], at("hosts"), buckets, probs) if "hosts" in data else None
-    probe = _probe(data.get("probe"), at("probe"), probs)
+    profile = _profile(data["profile"], at("profile"), probs, top_profile) if "profile" in data else top_profile
+    probe = _probe(data.get("probe"), at("probe"), probs, profile.probe)
     failback = section(FailbackSettings(), data.get("failback"), at("failback"), probs)
     if failback.hold_down_s < 0:
         probs.add(at("failback.hold_down_s"), "must not be negative", "use 0 or more seconds")
-    handoff = _handoff(data.get("handoff"), at("handoff"), probs)
+    handoff = _handoff(data.get("handoff"), at("handoff"), probs, profile.handoff)
 
     if len(probs) > before or None in (name, backend, vip, interface, buckets, mac, protocol, hosts):
         return None
@@ -381,9 +390,9 @@ def _hash(value: object, path: str, backend: Backend | None, probs: Problems) ->
     )
 
 
-def _probe(value: object, path: str, probs: Problems) -> ProbeSettings:
+def _probe(value: object, path: str, probs: Problems, defaults: ProbeSettings) -> ProbeSettings:
     """Probe settings plus the relations between them that keep failure detection meaningful."""
-    probe = section(ProbeSettings(), value, path, probs)
+    probe = section(defaults, value, path, probs)
     for name in ("interval_s", "connect_timeout_s", "banner_timeout_s", "login_interval_s", "login_timeout_s"):
         if getattr(probe, name) <= 0:
             probs.add(child(path, name), "must be above 0", "give a number of seconds such as 0.5")
@@ -397,6 +406,15 @@ def _probe(value: object, path: str, probs: Problems) -> ProbeSettings:
                 probs.add(child(path, name),
                           f"{getattr(probe, name)} s exceeds fall x interval_s = {window:g} s, so a hung host "
                           "is detected late", "lower the timeout or raise interval_s / fall")
+    if probe.banner_timeout_max_s < probe.banner_timeout_s:
+        probs.add(child(path, "banner_timeout_max_s"),
+                  f"{probe.banner_timeout_max_s} s is below banner_timeout_s ({probe.banner_timeout_s} s)",
+                  "the adaptive timeout's cap must be at least its floor (equal: no adaptation)")
+    for name in ("late_banner_s", "hold_max_s", "late_sockets_per_host"):
+        if getattr(probe, name) < 0:
+            probs.add(child(path, name), "must not be negative", "use 0 (off) or more")
+    if probe.correlated_fraction <= 0:
+        probs.add(child(path, "correlated_fraction"), "must be above 0", "use 0.5 (a majority), or 1 to never hold")
     if 0 < probe.login_interval_s < probe.login_timeout_s:
         probs.add(child(path, "login_timeout_s"),
                   f"{probe.login_timeout_s} s is above login_interval_s ({probe.login_interval_s} s)",
@@ -404,8 +422,8 @@ def _probe(value: object, path: str, probs: Problems) -> ProbeSettings:
     return probe
 
 
-def _handoff(value: object, path: str, probs: Problems) -> HandoffSettings:
-    handoff = section(HandoffSettings(), value, path, probs)
+def _handoff(value: object, path: str, probs: Problems, defaults: HandoffSettings) -> HandoffSettings:
+    handoff = section(defaults, value, path, probs)
     if not 0 < handoff.self_fence_fraction < 1:
         probs.add(child(path, "self_fence_fraction"), f"{handoff.self_fence_fraction} is not between 0 and 1",
                   "use a fraction of the session timeout such as 0.5 (exclusive of 0 and 1)")

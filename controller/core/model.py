@@ -162,6 +162,8 @@ class Config:
 
     zookeeper: ZooKeeperSettings
     clusters: tuple[ClusterSpec, ...]
+    #: the top-level ``profile`` (controller/core/profiles.py): its cycle interval and ZooKeeper tick
+    profile: str = "default"
 
     def cluster(self, name: str | None = None) -> ClusterSpec:
         if name is None:
