@@ -12,6 +12,7 @@ APT_PACKAGES=(
   iproute2 conntrack kmod procps psmisc  # namespaces, conntrack counting, modprobe
   qemu-system-x86 busybox-static cpio    # legacy CLUSTERIP on Debian's 6.1 kernel under qemu
   stress-ng socat                        # load for the false-alarm benchmark, relays
+  keepalived                             # the VRRP baseline of the failover benchmark (lab only)
   python3 python3-venv                   # a Python >= 3.11 for the virtualenv
   systemd                                # systemd-analyze verify/security for the unit tests
 )

@@ -71,6 +71,7 @@ class Sshd:
         user_keys: Sequence[str] = (),
         nproc: int | None = None,
         extra_config: str = "",
+        nice: int | None = None,
     ) -> None:
         self.workdir = workdir
         self.dir = workdir / name
@@ -82,6 +83,9 @@ class Sshd:
         self.user_keys = list(user_keys)
         self.nproc = nproc
         self.extra_config = extra_config
+        #: CPU priority of sshd and every connection it forks (negative = ahead of the load), as
+        #: systemd's Nice= would set it on a real host (docs/probes.md, "Load")
+        self.nice = nice
         self.proc: subprocess.Popen[bytes] | None = None
 
     # ------------------------------------------------------------------ files
@@ -144,6 +148,8 @@ class Sshd:
         if self.nproc is not None:
             # prlimit execs sshd: the limit is inherited by every session of every user (root is exempt).
             argv = ["prlimit", f"--nproc={self.nproc}:{self.nproc}", "--", *argv]
+        if self.nice is not None:
+            argv = ["nice", "-n", str(self.nice), *argv]  # nice execs sshd: the PID stays sshd's
         if self.netns is not None:
             argv = ["ip", "netns", "exec", self.netns, *argv]
         return argv
