@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import selectors
 import socket
 import threading
@@ -84,7 +85,7 @@ def test_hung_sshd_is_down_within_a_second_and_recovers(sshd_factory: SshdFactor
                                                         health_recorder: HealthRecorder) -> None:
     sshd = sshd_factory("hung")
     trust(probe_settings, sshd)
-    with running([target_of(sshd)], probe_settings, health_recorder):
+    with running([target_of(sshd)], probe_settings, health_recorder) as sched:
         health_recorder.wait_for("h1", Health.UP, UP_TIMEOUT_S)
         t0 = time.monotonic()
         sshd.pause()
@@ -93,18 +94,26 @@ def test_hung_sshd_is_down_within_a_second_and_recovers(sshd_factory: SshdFactor
             detected = time.monotonic() - t0
         finally:
             sshd.resume()
-        assert "banner timeout 300 ms" in down.reason
+        # 300 ms, the floor, or a little above where the adaptive timeout learnt a busy machine's jitter
+        assert re.search(r"banner timeout (\d+) ms", down.reason), down.reason
         assert detected < 1.0, f"hung sshd detected after {detected:.3f} s"
+        # timed-out sockets wait for a late banner, but boundedly (the hung sshd never sends one)
+        assert sched._banner.in_flight <= probe_settings.late_sockets_per_host + 4
         assert Health.SUSPECT in health_recorder.states("h1", after=t0)
         health_recorder.wait_for("h1", Health.UP, UP_TIMEOUT_S, after=t0)
 
 
 class DelayRelay:
-    """A TCP relay that holds every server->client chunk for ``delay_s``: a slow network path."""
+    """A TCP relay that holds every server->client chunk for ``delay_s``: a slow network path.
 
-    def __init__(self, upstream: tuple[str, int], delay_s: float) -> None:
+    ``banner_only``: hold only each connection's first server chunk (the banner): an sshd slow to
+    fork and answer, as on a busy host, whose sessions then run at normal speed.
+    """
+
+    def __init__(self, upstream: tuple[str, int], delay_s: float, banner_only: bool = False) -> None:
         self.upstream = upstream
         self.delay_s = delay_s
+        self.banner_only = banner_only
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.address, self.port = self.listener.getsockname()[:2]
         self._stop = threading.Event()
@@ -136,6 +145,7 @@ class DelayRelay:
             self._spawn(self._pump, server, client, None)
 
     def _pump(self, src: socket.socket, dst: socket.socket, delay: float | None) -> None:
+        first = True
         with selectors.DefaultSelector() as sel:
             sel.register(src, selectors.EVENT_READ)
             while not self._stop.is_set():
@@ -149,7 +159,11 @@ class DelayRelay:
                     with contextlib.suppress(OSError):
                         dst.shutdown(socket.SHUT_WR)
                     return
-                time.sleep(self.delay_s if delay is None else delay)
+                if delay is not None:
+                    time.sleep(delay)
+                elif first or not self.banner_only:
+                    time.sleep(self.delay_s)
+                first = False
                 try:
                     dst.sendall(data)
                 except OSError:
@@ -164,29 +178,90 @@ class DelayRelay:
             s.close()
 
 
+def history(rec: HealthRecorder, t0: float) -> str:
+    return "\n".join(f"{at - t0:+.3f} {h.host_id} {h.state.value}: {h.reason}" for at, h in rec.events)
+
+
+def relay_target(relay: DelayRelay, sshd: object, settings: ProbeSettings, host_id: str) -> ProbeTarget:
+    line = sshd.known_hosts_line(relay.address).replace(  # type: ignore[attr-defined]
+        f"[{relay.address}]:{sshd.port}", f"[{relay.address}]:{relay.port}")  # type: ignore[attr-defined]
+    with open(settings.known_hosts, "a") as f:
+        f.write(line + "\n")
+    return ProbeTarget(host_id, relay.address, relay.port)
+
+
 def test_slow_path_tolerated_when_within_timeout_down_when_beyond(
     sshd_factory: SshdFactory, probe_settings: ProbeSettings, health_recorder: HealthRecorder
 ) -> None:
+    """A host whose banners get slower step by step up to 600 ms (twice the banner timeout floor) is
+    alive: late banners and the adaptive timeout keep it out of DOWN. A banner that stops coming
+    (10 s: nothing within the late-banner window) is DOWN as fast as a hang."""
     sshd = sshd_factory("slow")
-    relay = DelayRelay((sshd.address, sshd.port), delay_s=0.1)
+    relay = DelayRelay((sshd.address, sshd.port), delay_s=0.1, banner_only=True)
     try:
-        (Path(probe_settings.known_hosts)).write_text(sshd.known_hosts_line(relay.address).replace(
-            f"[{relay.address}]:{sshd.port}", f"[{relay.address}]:{relay.port}") + "\n")
-        target = ProbeTarget("h1", relay.address, relay.port)
+        target = relay_target(relay, sshd, probe_settings, "h1")
         with running([target], probe_settings, health_recorder) as sched:
             health_recorder.wait_for("h1", Health.UP, UP_TIMEOUT_S)
             mark = time.monotonic()
-            time.sleep(2.5)  # 100 ms per server packet: slow, yet within every timeout
+            time.sleep(2.0)  # 100 ms banners: slow, yet within every timeout
             assert Health.DOWN not in health_recorder.states("h1", after=mark)
             assert sched.snapshot()["h1"].state is Health.UP
-            relay.delay_s = 0.45  # beyond the 300 ms banner timeout
+            for step in (0.2, 0.3, 0.4, 0.5, 0.6):
+                relay.delay_s = step
+                time.sleep(1.5)
+            time.sleep(2.0)  # at 600 ms for 3.5 s in all
+            seen = health_recorder.states("h1", after=mark)
+            assert Health.DOWN not in seen, history(health_recorder, mark)
+            assert sched.snapshot()["h1"].state in (Health.UP, Health.SUSPECT)
+            assert sched._tracker.banner_timeout("h1", time.time()) > 0.6  # judged by its own behaviour now
+            relay.delay_s = 10.0  # no banner within the late window: as good as hung
             t0 = time.monotonic()
             down = health_recorder.wait_for("h1", Health.DOWN, 3.0, after=t0)
             assert "banner timeout" in down.reason
+            assert time.monotonic() - t0 < 2.5  # cap (1 s) + two intervals + the probe in flight
             relay.delay_s = 0.0
             health_recorder.wait_for("h1", Health.UP, UP_TIMEOUT_S, after=t0)
     finally:
         relay.close()
+
+
+def test_several_hosts_slow_at_once_stay_up_and_a_hung_one_still_goes_down(
+    sshd_factory: SshdFactory, probe_settings: ProbeSettings, health_recorder: HealthRecorder
+) -> None:
+    """Three of four paths jump from fast to 700 ms at the same moment (what the controller sees when
+    its own CPU or network is the problem): they are held SUSPECT, never DOWN. A fourth host hung at
+    the same time is held too, but only up to hold_max_s without any sign of life."""
+    settings = dataclasses.replace(probe_settings, login_interval_s=0)  # banners only: the rule under test
+    sshd = sshd_factory("fleet")
+    hung = sshd_factory("fleet-hung")
+    relays = [DelayRelay((sshd.address, sshd.port), delay_s=0.0) for _ in range(3)]
+    try:
+        targets = [relay_target(r, sshd, settings, f"slow{i}") for i, r in enumerate(relays)]
+        trust(settings, hung)
+        targets.append(target_of(hung, "hung"))
+        with running(targets, settings, health_recorder) as sched:
+            for t in targets:
+                health_recorder.wait_for(t.host_id, Health.UP, UP_TIMEOUT_S)
+            t0 = time.monotonic()
+            for r in relays:
+                r.delay_s = 0.7
+            hung.pause()
+            try:
+                down = health_recorder.wait_for("hung", Health.DOWN, settings.hold_max_s + 3.0, after=t0)
+                detected = time.monotonic() - t0
+                time.sleep(max(0.0, 5.0 - detected))
+            finally:
+                hung.resume()
+            assert "banner timeout" in down.reason
+            for i in range(3):
+                seen = health_recorder.states(f"slow{i}", after=t0)
+                assert Health.DOWN not in seen, history(health_recorder, t0)
+                assert Health.SUSPECT in seen  # noticed, held, never failed
+                assert sched.snapshot()[f"slow{i}"].state in (Health.UP, Health.SUSPECT)
+            assert sched._banner.late_banners > 0
+    finally:
+        for r in relays:
+            r.close()
 
 
 def test_rejected_key_is_caught_by_level2_only(sshd_factory: SshdFactory, probe_settings: ProbeSettings,
@@ -210,12 +285,18 @@ def test_changed_host_key_marks_down_loudly_and_unknown_key_is_refused(
 ) -> None:
     sshd = sshd_factory("rekeyed")
     trust(probe_settings, sshd)
-    with running([target_of(sshd)], probe_settings, health_recorder):
+    with running([target_of(sshd)], probe_settings, health_recorder) as sched:
         health_recorder.wait_for("h1", Health.UP, UP_TIMEOUT_S)
         t0 = time.monotonic()
         sshd.replace_host_key()
         sshd.restart()
         down = health_recorder.wait_for("h1", Health.DOWN, 6.0, after=t0)
+        # On a loaded machine the restart itself may be refused twice first (DOWN: connection
+        # refused); the host then stays DOWN and its reason must become the changed key.
+        while not (down.state is Health.DOWN and "host key changed" in down.reason) and time.monotonic() < t0 + 8.0:
+            time.sleep(0.05)
+            down = sched.snapshot()["h1"]
+        assert down.state is Health.DOWN
         assert f"host key changed for {sshd.address}:{sshd.port}" in down.reason
         # The operator confirms the re-install by replacing the line: it rises without a restart.
         Path(probe_settings.known_hosts).write_text(sshd.known_hosts_line() + "\n")
