@@ -10,6 +10,9 @@ cost:   controller CPU per level-1 probe against one selectors banner server on 
         addresses (a separate process, so only the prober's CPU is counted) -> hosts per core.
 alarms: both cores saturated by stress-ng plus N concurrent SSH logins to the watched sshds; every
         host must stay out of DOWN. The 300 s run must not overlap other people's tests.
+        --sshd-nice N runs the sshds at nice N (as systemd Nice= would on real hosts), --controller-nice N
+        the probing controller (this process, after the load started); default: neither.
+Every result line ends with the 1/5/15-minute load average: timings mean little without it.
 Run as root (sshd, users). Everything started is stopped by PID at the end.
 """
 
@@ -35,10 +38,16 @@ sys.path[:0] = [str(ROOT), str(ROOT / "deploy" / "lab")]
 from clusterlab.ports import free_tcp_ports  # noqa: E402
 from clusterlab.sshd import LOGIN_USER, PROBE_USER, Sshd, generate_key  # noqa: E402
 
+from controller.core.health import ProbeResult  # noqa: E402
 from controller.core.model import Health, HostHealth, ProbeSettings  # noqa: E402
 from controller.probes import ProbeScheduler, ProbeTarget  # noqa: E402
 
 BANNER = b"SSH-2.0-OpenSSH_9.2p1 bench\r\n"
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"[load {one:.1f} {five:.1f} {fifteen:.1f}]"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -56,9 +65,10 @@ class Lab:
         self.sshds: list[Sshd] = []
         self.known_hosts = self.dir / "known_hosts"
 
-    def sshd(self, name: str) -> Sshd:
+    def sshd(self, name: str, nice: int | None = None) -> Sshd:
         addr = f"127.0.{random.randint(1, 254)}.{random.randint(2, 254)}"
-        s = Sshd(self.dir, name, addr, free_tcp_ports(1, addr)[0], probe_keys=[self.public], user_keys=[self.public])
+        s = Sshd(self.dir, name, addr, free_tcp_ports(1, addr)[0], probe_keys=[self.public], user_keys=[self.public],
+                 nice=nice)
         self.sshds.append(s)
         s.start()
         with open(self.known_hosts, "a") as f:
@@ -128,9 +138,10 @@ def bench_detect(trials: int) -> dict[str, float]:
             sched.stop()
         s = settings
         print(f"detect: settings interval={s.interval_s}s banner_timeout={s.banner_timeout_s}s "
-              f"connect_timeout={s.connect_timeout_s}s fall={s.fall} rise={s.rise}")
+              f"connect_timeout={s.connect_timeout_s}s fall={s.fall} rise={s.rise} "
+              f"banner_timeout_max={s.banner_timeout_max_s}s late_banner={s.late_banner_s}s")
         print(f"detect: hung sshd (SIGSTOP) -> DOWN over {len(times)} trials: p50 {statistics.median(times):.3f} s, "
-              f"p99 {pct(times, 99):.3f} s, max {max(times):.3f} s, min {min(times):.3f} s")
+              f"p99 {pct(times, 99):.3f} s, max {max(times):.3f} s, min {min(times):.3f} s {load()}")
         return {"p50": statistics.median(times), "p99": pct(times, 99)}
     finally:
         lab.close()
@@ -195,7 +206,7 @@ def bench_cost(hosts: int, seconds: float) -> dict[str, float]:
     per_host_s = cpu / wall / hosts
     capacity = 1.0 / (per_probe_ms / 1000 / settings.interval_s)
     print(f"cost: {hosts} hosts, interval {settings.interval_s}s, {wall:.1f} s: {probes} probes "
-          f"({probes / wall:.0f}/s), controller CPU {cpu:.2f} s = {100 * cpu / wall:.1f}% of one core")
+          f"({probes / wall:.0f}/s), controller CPU {cpu:.2f} s = {100 * cpu / wall:.1f}% of one core {load()}")
     print(f"cost: {per_probe_ms * 1000:.0f} us CPU per probe, {per_host_s * 1000:.2f} ms CPU per host per second; "
           f"one core watches ~{capacity:.0f} hosts at the default interval "
           f"(hosts up at warm-up {up}/{hosts}, not up at the end {down})")
@@ -205,16 +216,53 @@ def bench_cost(hosts: int, seconds: float) -> dict[str, float]:
 # ------------------------------------------------------------------------------ false alarms
 
 
-def bench_alarms(seconds: float, logins: int, hosts: int) -> dict[str, float]:
+class Latencies:
+    """Wraps the tracker's ``observe`` to keep every level-1 latency (in time and late) for the report."""
+
+    def __init__(self, sched: ProbeScheduler) -> None:
+        self.ok: list[float] = []
+        self.late: list[float] = []
+        self.timeouts = 0
+        tracker = sched._tracker
+        observe = tracker.observe
+
+        def spy(r: ProbeResult) -> HostHealth | None:
+            if r.level == 1:
+                if r.late and r.latency_ms is not None:
+                    self.late.append(r.latency_ms)
+                elif r.ok and r.latency_ms is not None:
+                    self.ok.append(r.latency_ms)
+                elif not r.ok:
+                    self.timeouts += 1
+            return observe(r)
+
+        tracker.observe = spy  # type: ignore[method-assign]
+
+    def summary(self) -> str:
+        ok = self.ok or [0.0]
+        late = f"late p50 {pct(self.late, 50):.0f} max {max(self.late):.0f} ms" if self.late else "no late banners"
+        return (f"banner latency in time p50 {pct(ok, 50):.0f} p99 {pct(ok, 99):.0f} max {max(ok):.0f} ms; "
+                f"{self.timeouts} timeouts, {len(self.late)} late banners ({late})")
+
+
+def renice_self(value: int) -> None:
+    """Every thread of this process (Linux priorities are per thread); children started before keep theirs."""
+    for tid in os.listdir("/proc/self/task"):
+        os.setpriority(os.PRIO_PROCESS, int(tid), value)
+
+
+def bench_alarms(seconds: float, logins: int, hosts: int, sshd_nice: int | None = None,
+                 controller_nice: int | None = None) -> dict[str, float]:
     if shutil.which("stress-ng") is None:
         raise SystemExit("alarms: stress-ng is not installed: apt-get install stress-ng")
     lab = Lab()
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        sshds = [lab.sshd(f"alarm{i}") for i in range(hosts)]
+        sshds = [lab.sshd(f"alarm{i}", nice=sshd_nice) for i in range(hosts)]
         w = Waiter()
         sched = ProbeScheduler([ProbeTarget(f"h{i}", s.address, s.port) for i, s in enumerate(sshds)],
                                lab.settings(), w)
+        lat = Latencies(sched)
         sched.start()
         try:
             for i in range(hosts):
@@ -230,7 +278,12 @@ def bench_alarms(seconds: float, logins: int, hosts: int) -> dict[str, float]:
                         f"-o ConnectTimeout=10 -i {lab.key} -p {s.port} {LOGIN_USER}@{s.address} "
                         "'echo $CIF_NODE' >/dev/null 2>&1; done")
                 procs.append(subprocess.Popen(["bash", "-c", loop], start_new_session=True))
-            time.sleep(seconds)
+            if controller_nice is not None:
+                renice_self(controller_nice)
+            loads: list[float] = []
+            while time.monotonic() < t0 + seconds:
+                time.sleep(min(5.0, max(0.0, t0 + seconds - time.monotonic())))
+                loads.append(os.getloadavg()[0])
             t1 = time.monotonic()
             downs = [h for at, h in w.events if t0 <= at <= t1 and h.state is Health.DOWN]
             suspects = [h for at, h in w.events if t0 <= at <= t1 and h.state is Health.SUSPECT]
@@ -244,9 +297,13 @@ def bench_alarms(seconds: float, logins: int, hosts: int) -> dict[str, float]:
         for p in procs:
             p.wait(timeout=10)
         lab.close()
+    nice = (("sshd at default nice" if sshd_nice is None else f"sshd at nice {sshd_nice}") + ", " +
+            ("controller at default nice" if controller_nice is None else f"controller at nice {controller_nice}"))
     print(f"alarms: {seconds:.0f} s, stress-ng on {os.cpu_count()} cores + {logins} concurrent login loops, "
-          f"{hosts} watched hosts ({l1} banner probes, {l2} logins): {len(downs)} hosts marked DOWN, "
-          f"{len(suspects)} SUSPECT episodes")
+          f"{hosts} watched hosts, {nice} ({l1} banner probes, {l2} logins): {len(downs)} hosts marked DOWN, "
+          f"{len(suspects)} SUSPECT episodes; 1-min load during the run min {min(loads):.1f} "
+          f"max {max(loads):.1f} {load()}")
+    print(f"alarms: {lat.summary()}")
     for h in downs[:5]:
         print(f"alarms:   DOWN {h.host_id}: {h.reason}")
     for h in suspects[:5]:
@@ -261,6 +318,8 @@ def main() -> None:
     ap.add_argument("--hosts", type=int, default=None)
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--logins", type=int, default=100)
+    ap.add_argument("--sshd-nice", type=int, default=None, help="alarms: run the sshds at this nice value")
+    ap.add_argument("--controller-nice", type=int, default=None, help="alarms: renice the prober to this value")
     ap.add_argument("--short", action="store_true", help="CI sizes: alarms 30 s, cost 10 s")
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -272,7 +331,8 @@ def main() -> None:
         r = bench_cost(a.hosts or 500, a.seconds or (10 if a.short else 20))
         failed |= r["cpu_pct"] > 50
     if a.what in ("alarms", "all"):
-        failed |= bench_alarms(a.seconds or (30 if a.short else 300), a.logins, a.hosts or 4)["downs"] > 0
+        failed |= bench_alarms(a.seconds or (30 if a.short else 300), a.logins, a.hosts or 4, a.sshd_nice,
+                               a.controller_nice)["downs"] > 0
     print("result:", "FAIL (a target was missed)" if failed else "all targets met")
     sys.exit(1 if failed else 0)
 
