@@ -46,8 +46,9 @@ def show_map(stack: LabStack, title: str) -> dict[int, str | None]:
 def failover(stack: LabStack, victim: str, fault: str, sources: list[str]) -> None:
     owners = stack.owners()
     affected = [s for s in sources if owners.get(stack.bucket_of(s)) == victim]
-    print(f"   {len(affected)} of {len(sources)} client sources land in {victim}'s buckets")
     with BannerWatch(stack, affected, interval_s=0.02, timeout_s=1.0, duration_s=60) as watch:
+        print(f"   {len(affected)} of {len(sources)} client sources land in {victim}'s buckets; "
+              f"{len(watch.sources)} of them try a new SSH connection every {watch.interval_s * 1000:.0f} ms")
         time.sleep(0.5)
         fault_at = time.time()
         if fault == "hang":

@@ -116,6 +116,11 @@ def assert_unaffected_sessions_survived(report: dict[str, dict[str, object]], vi
 
 
 def measure_failover(stack: LabStack, victim: str, inject: object, bound_s: float) -> list[float]:
+    """Inject a fault, and return per-source takeover times seen by clients.
+
+    ``bound_s`` is a sanity limit that only a broken failover exceeds, even on a loaded CI machine;
+    the timing targets themselves are proven by deploy/lab/bench_failover.py, which prints numbers.
+    """
     owners = stack.owners()
     affected = [s for s in stack.topo.client_sources if owners.get(stack.bucket_of(s)) == victim]
     assert affected
@@ -153,51 +158,61 @@ def test_steady_state_every_source_served_once(stack: LabStack) -> None:
 
 def test_host_crash(stack: LabStack) -> None:
     sessions = sample_sessions(stack)
-    measure_failover(stack, "h2", lambda: stack.crash_host("h2"), bound_s=6.0)
-    assert_clients_served(stack, down={"h2"})
-    assert_unaffected_sessions_survived(sessions.stop(), {"h2"})
-    stack.restore_host("h2")
+    try:
+        measure_failover(stack, "h2", lambda: stack.crash_host("h2"), bound_s=15.0)
+        assert_clients_served(stack, down={"h2"})
+        assert_unaffected_sessions_survived(sessions.stop(), {"h2"})
+    finally:
+        stack.restore_host("h2")
 
 
 def test_sshd_hung(stack: LabStack) -> None:
     sessions = sample_sessions(stack)
-    measure_failover(stack, "h3", lambda: stack.hang_sshd("h3"), bound_s=5.0)
-    assert_clients_served(stack, down={"h3"})
-    assert_unaffected_sessions_survived(sessions.stop(), {"h3"})
-    stack.resume_sshd("h3")
+    try:
+        measure_failover(stack, "h3", lambda: stack.hang_sshd("h3"), bound_s=15.0)
+        assert_clients_served(stack, down={"h3"})
+        assert_unaffected_sessions_survived(sessions.stop(), {"h3"})
+    finally:
+        stack.resume_sshd("h3")
 
 
 def test_login_impossible(stack: LabStack) -> None:
-    measure_failover(stack, "h4", lambda: stack.exhaust_logins("h4"), bound_s=10.0)
-    assert_clients_served(stack, down={"h4"})
-    stack.restore_logins("h4")
+    try:
+        measure_failover(stack, "h4", lambda: stack.exhaust_logins("h4"), bound_s=20.0)
+        assert_clients_served(stack, down={"h4"})
+    finally:
+        stack.restore_logins("h4")
 
 
 def test_hook_crash_moves_nothing_and_alerts(stack: LabStack) -> None:
     before = stack.owners()
     sessions = sample_sessions(stack)
     stack.kill_hook("h1")
-    time.sleep(3 * stack.options.session_timeout_s)
-    assert stack.owners() == before, "a hook crash on a healthy host must not move buckets"
-    assert_clients_served(stack)
-    assert_unaffected_sessions_survived(sessions.stop(), set())
-    leader = stack.leader()
-    assert leader is not None
-    assert "hook of h1 is not running" in stack.log_tail(f"controller-{leader}", 200)
-    stack.start_hook("h1")
+    try:
+        time.sleep(3 * stack.options.session_timeout_s)
+        assert stack.owners() == before, "a hook crash on a healthy host must not move buckets"
+        assert_clients_served(stack)
+        assert_unaffected_sessions_survived(sessions.stop(), set())
+        leader = stack.leader()
+        assert leader is not None
+        assert "hook of h1 is not running" in stack.log_tail(f"controller-{leader}", 200)
+    finally:
+        stack.start_hook("h1")
 
 
 def test_controller_leader_killed_no_client_impact(stack: LabStack) -> None:
     before = stack.owners()
     sessions = sample_sessions(stack)
     old = stack.kill_controller()
-    new = wait_for(lambda: (lambda ld: ld if ld and ld != old else None)(stack.leader()), 10, what="a new leader")
-    print(f"leader {old} killed; {new} leads")
-    time.sleep(1.0)
-    assert stack.owners() == before
-    assert_clients_served(stack)
-    assert_unaffected_sessions_survived(sessions.stop(), set())
-    stack.start_controller(old)
+    try:
+        new = wait_for(lambda: (lambda ld: ld if ld and ld != old else None)(stack.leader()), 10, what="a new leader")
+        print(f"leader {old} killed; {new} leads")
+        time.sleep(1.0)
+        assert stack.owners() == before
+        assert_clients_served(stack)
+        assert_unaffected_sessions_survived(sessions.stop(), set())
+    finally:
+        stack.start_controller(old)
 
 
 def test_zookeeper_leader_killed(stack: LabStack) -> None:
@@ -205,18 +220,22 @@ def test_zookeeper_leader_killed(stack: LabStack) -> None:
     before = stack.owners()
     victim = stack.zk.leader()
     victim.kill()
-    time.sleep(2.0)
-    assert stack.owners() == before
-    assert_clients_served(stack)
-    stack.zk.restart_server(victim, timeout_s=60)
+    try:
+        time.sleep(2.0)
+        assert stack.owners() == before
+        assert_clients_served(stack)
+    finally:
+        stack.zk.restart_server(victim, timeout_s=60)
 
 
 def test_zookeeper_fully_down_nothing_dropped(stack: LabStack) -> None:
     sessions = sample_sessions(stack)
     stack.zk_stop_all()
-    time.sleep(3 * stack.options.session_timeout_s)
-    assert_clients_served(stack)  # the kernel rules stayed: clients never noticed
-    stack.zk_start_all()
+    try:
+        time.sleep(3 * stack.options.session_timeout_s)
+        assert_clients_served(stack)  # the kernel rules stayed: clients never noticed
+    finally:
+        stack.zk_start_all()
     stack.wait_converged(60, expect=homes(stack))
     assert_unaffected_sessions_survived(sessions.stop(), set())
 
@@ -227,6 +246,13 @@ def test_isolated_host_never_double_owns(stack: LabStack) -> None:
     owners = stack.owners()
     affected = [s for s in stack.topo.client_sources if owners.get(stack.bucket_of(s)) == victim]
     stack.isolate_host(victim)
+    try:
+        watch_isolation(stack, victim, affected)
+    finally:
+        stack.unisolate_host(victim)
+
+
+def watch_isolation(stack: LabStack, victim: str, affected: list[str]) -> None:
     deadline = time.monotonic() + 15
     samples = 0
     while time.monotonic() < deadline:
@@ -240,13 +266,14 @@ def test_isolated_host_never_double_owns(stack: LabStack) -> None:
         pytest.fail(f"{victim}'s buckets were not taken over within 15 s")
     print(f"isolation: {samples} UDP sweeps, no duplicate answer; survivors took over")
     assert_clients_served(stack, down={victim})
-    stack.unisolate_host(victim)
 
 
 def test_failback_delayed_policy(stack: LabStack) -> None:
     stack.hang_sshd("h2")
-    wait_for(lambda: not any(o == "h2" for o in stack.owners().values()), 20, what="h2's buckets to move")
-    stack.resume_sshd("h2")
+    try:
+        wait_for(lambda: not any(o == "h2" for o in stack.owners().values()), 20, what="h2's buckets to move")
+    finally:
+        stack.resume_sshd("h2")
     up_at = time.monotonic()
     stack.wait_converged(60, expect=homes(stack))
     waited = time.monotonic() - up_at

@@ -51,15 +51,29 @@ class _Attempt:
 
 @dataclass
 class _Track:
-    transitions: list[tuple[float, str]] = field(default_factory=list)
-    last: str | None = None
-    attempts: int = 0
+    """Every attempt of one source as (start time, outcome). Attempts finish out of order (a
+    timed-out one finishes a second after it started), so transitions are derived after sorting."""
+
+    results: list[tuple[float, str]] = field(default_factory=list)
 
     def record(self, at: float, state: str) -> None:
-        self.attempts += 1
-        if state != self.last:
-            self.transitions.append((round(at, 4), state))
-            self.last = state
+        self.results.append((round(at, 4), state))
+
+    @property
+    def attempts(self) -> int:
+        return len(self.results)
+
+    @property
+    def transitions(self) -> list[tuple[float, str]]:
+        out: list[tuple[float, str]] = []
+        for at, state in sorted(self.results):
+            if not out or out[-1][1] != state:
+                out.append((at, state))
+        return out
+
+    @property
+    def last(self) -> str | None:
+        return max(self.results)[1] if self.results else None
 
 
 def _open(source: str, vip: str, port: int) -> socket.socket:
@@ -136,8 +150,10 @@ def watch(
             if b"\n" in att.buf:
                 node = node_from_banner(att.buf.split(b"\n", 1)[0])
                 finish(att, node if node else "!not ssh")
-    for att in list(live.values()):
-        finish(att, "!stopped")
+    for att in list(live.values()):  # attempts still in flight at the end tell nothing: drop them
+        with contextlib.suppress(KeyError, ValueError):
+            sel.unregister(att.sock)
+        att.sock.close()
     return tracks
 
 

@@ -139,6 +139,12 @@ class LabStack:
             raise
 
     def down(self) -> None:
+        reader = getattr(self, "_read_client", None)
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                reader.stop()
+                reader.close()
+            self._read_client = None
         for procs in self._fillers.values():
             end_processes(procs)
         self._fillers.clear()
@@ -277,20 +283,29 @@ class LabStack:
         return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=60)
 
     def kazoo(self):  # type: ignore[no-untyped-def]
+        """A new kazoo client on the lab's chroot (the caller stops it)."""
         from kazoo.client import KazooClient
+        from kazoo.retry import KazooRetry
 
         assert self.zk is not None
-        client = KazooClient(hosts=self.zk.hosts + "/clusterip-failover", timeout=5)
-        client.start(timeout=10)
+        client = KazooClient(hosts=self.zk.hosts + "/clusterip-failover", timeout=5,
+                             connection_retry=KazooRetry(max_tries=-1, delay=0.05, backoff=1))
+        client.start(timeout=20)
         return client
+
+    def _reader(self):  # type: ignore[no-untyped-def]
+        """One long-lived client for the frequent state reads of tests and benchmarks."""
+        if getattr(self, "_read_client", None) is None:
+            self._read_client = self.kazoo()
+        return self._read_client
 
     def read_state(self) -> dict[str, Any]:
         """The map's owners and every hook's published holdings, straight from ZooKeeper."""
         from controller.core import schema
         from controller.core import zk_layout as layout
 
-        client = self.kazoo()
-        try:
+        client = self._reader()
+        if True:  # the shared reader stays open; down() closes it
             state: dict[str, Any] = {"epoch": 0, "owners": {}, "held": {}, "members": []}
             with contextlib.suppress(Exception):
                 data, _ = client.get(layout.map_path("lab"))
@@ -305,9 +320,6 @@ class LabStack:
             with contextlib.suppress(Exception):
                 state["members"] = sorted(client.get_children(layout.members_path("lab")))
             return state
-        finally:
-            client.stop()
-            client.close()
 
     def owners(self) -> dict[int, str | None]:
         return dict(self.read_state()["owners"])
