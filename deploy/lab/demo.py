@@ -115,6 +115,10 @@ def main() -> int:
         say(f"fault 2: {victim2} crashes")
         failover(stack, victim2, "crash", sources)
         show_map(stack, f"{victim1} and {victim2} down")
+        say("what an operator sees: clusterip-ctl status")
+        status = stack.ctl("status", "-c", str(stack.config_path), check=False)
+        print("   " + status.stdout.strip().replace("\n", "\n   "))
+        print(f"   (exit status {status.returncode}: 4 = degraded, every bucket still served)")
 
         say(f"restoring {victim1} and {victim2} (failback after a {stack.options.hold_down_s:g} s hold-down)")
         stack.resume_sshd(victim1)
@@ -129,6 +133,10 @@ def main() -> int:
         if wrong:
             raise LabError(f"after failback {len(wrong)} sources are answered by an unexpected host")
         print(f"   all {len(sources)} sources answered by their home host again")
+        history = stack.ctl("history", "-c", str(stack.config_path), "--since", "10m", check=False)
+        lines = history.stdout.strip().splitlines()
+        say(f"clusterip-ctl history: {len(lines)} lines, the last ones")
+        print("   " + "\n   ".join(lines[-6:]))
     except (LabError, OSError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         if stack.workdir:
