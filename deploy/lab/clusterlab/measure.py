@@ -80,10 +80,9 @@ def recovery(
 ) -> list[SourceRecovery]:
     """Per source: how long after ``fault_at`` until a lasting good answer (not from ``bad_hosts``).
 
-    Times are attempt start times. The lasting good answer is the first of the final run of good
-    transitions; an answer from a bad host (the victim) before the fault counts as bad, so a source
-    that never saw a failure but moved from the victim to a survivor recovers when it first reached
-    the survivor.
+    Times are attempt start times. Recovery is the first answer from a good host after the source's
+    outage began (an answer from a bad host, the victim, counts as outage), provided the source is
+    served by a good host at the end.
     """
     bad = set(bad_hosts)
 
@@ -93,15 +92,23 @@ def recovery(
     results = []
     for source, trans in sorted(transitions.items()):
         before = None
+        before_t = float("-inf")  # start of the last good answer before the fault
         for t, state in trans:
             if t <= fault_at and not state.startswith("!"):
                 before = state
+                if not is_bad(state):
+                    before_t = t
         if not trans or is_bad(trans[-1][1]):
             results.append(SourceRecovery(source, before, None, None, float("inf")))
             continue
-        last_bad = max((i for i, (_, state) in enumerate(trans) if is_bad(state)), default=-1)
-        first_good_t = trans[last_bad + 1][0]
-        recovered = max(0.0, first_good_t - fault_at) if last_bad >= 0 else 0.0
+        # The first answer from a good host after the last bad answer that preceded it: later
+        # slow banners on the survivor (a loaded lab) are glitches, not part of the takeover.
+        first_bad = next((i for i, (t, state) in enumerate(trans) if is_bad(state) and t >= before_t), None)
+        if first_bad is None:
+            results.append(SourceRecovery(source, before, trans[-1][1], 0.0, 0.0))
+            continue
+        first_good = next(i for i in range(first_bad, len(trans)) if not is_bad(trans[i][1]))
+        recovered = max(0.0, trans[first_good][0] - fault_at)
         results.append(SourceRecovery(source, before, trans[-1][1], recovered, recovered))
     return results
 

@@ -88,48 +88,63 @@ def _open(source: str, vip: str, port: int) -> socket.socket:
     return sock
 
 
+#: Attempts one source may have in flight at once (a hung sshd holds each until its timeout).
+MAX_IN_FLIGHT = 16
+
+
 def watch(
     vip: str, port: int, sources: Sequence[str], interval: float, timeout: float, duration: float,
     stop: threading.Event | None = None, once: bool = False,
 ) -> dict[str, _Track]:
-    """Banner attempts from each source, ``interval`` apart, each bounded by ``timeout``."""
+    """Banner attempts from each source, started every ``interval``, each bounded by ``timeout``.
+
+    A new attempt starts on schedule even while earlier ones still wait (up to MAX_IN_FLIGHT per
+    source): otherwise an attempt stuck on a hung sshd would hide, for its whole timeout, the
+    moment the bucket's new owner starts answering.
+    """
     sel = selectors.DefaultSelector()
     tracks = {s: _Track() for s in sources}
     due = {s: time.time() + i * (interval / max(1, len(sources))) for i, s in enumerate(sources)}
-    live: dict[str, _Attempt] = {}
+    live: dict[int, _Attempt] = {}
+    in_flight = dict.fromkeys(sources, 0)
     end = time.time() + duration
     done_once: set[str] = set()
 
     def finish(att: _Attempt, state: str) -> None:
         with contextlib.suppress(KeyError, ValueError):
             sel.unregister(att.sock)
+        live.pop(id(att), None)
+        in_flight[att.source] -= 1
         att.sock.close()
-        live.pop(att.source, None)
         tracks[att.source].record(att.started, state)
         done_once.add(att.source)
-        due[att.source] = max(time.time(), att.started + interval)
 
     while True:
         now = time.time()
         if (stop is not None and stop.is_set()) or now >= end or (once and len(done_once) == len(sources)):
             break
         for src in sources:
-            if src not in live and due[src] <= now and not (once and src in done_once):
+            if once and (src in done_once or in_flight[src]):
+                continue
+            if due[src] <= now and in_flight[src] < MAX_IN_FLIGHT:
+                due[src] = now + interval
                 try:
                     sock = _open(src, vip, port)
                 except OSError as exc:
                     tracks[src].record(now, f"!{exc.strerror or exc}")
-                    due[src] = now + interval
                     continue
                 att = _Attempt(src, sock, now)
-                live[src] = att
+                live[id(att)] = att
+                in_flight[src] += 1
                 sel.register(sock, selectors.EVENT_WRITE, att)
         for att in list(live.values()):
             if now - att.started > timeout:
                 finish(att, f"!{att.stage} timeout")
-        wait = min([due[s] for s in sources if s not in live] + [now + 0.01]) - time.time()
+        wait = min([*due.values(), now + 0.01]) - time.time()
         for key, _ in sel.select(timeout=max(0.0, min(wait, 0.01))):
             att = key.data
+            if id(att) not in live:
+                continue
             if att.stage == "connect":
                 err = att.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if err:
