@@ -197,6 +197,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--faults", default="sshd hung,host crash")
     parser.add_argument("--backend", default="nftables", choices=["nftables", "xt_cluster"])
+    parser.add_argument("--profile", default="default", choices=["default", "fast"])
     parser.add_argument("--baseline-window", type=float, default=10.0)
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--no-write", action="store_true")
@@ -207,7 +208,8 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown faults {unknown}; choose from {list(FAULTS)}")
     rows: dict[str, list[Trial]] = {}
-    stack = LabStack(StackOptions(backend=args.backend, client_sources=64, failback="immediate"))
+    stack = LabStack(StackOptions(backend=args.backend, client_sources=64, failback="immediate",
+                                  profile=args.profile))
     print(f"load average at start: {os.getloadavg()}", flush=True)
     try:
         stack.up(timeout_s=90)

@@ -81,12 +81,15 @@ def main() -> int:
     parser.add_argument("--backend", default="nftables", choices=["nftables", "xt_cluster"])
     parser.add_argument("--hosts", type=int, default=4)
     parser.add_argument("--sources", type=int, default=64)
+    parser.add_argument("--profile", default="default", choices=["default", "fast"],
+                        help="timing profile (docs/profiles.md)")
     parser.add_argument("--keep", action="store_true", help="keep the lab's logs directory")
     args = parser.parse_args()
     if args.hosts < 3:
         parser.error("--hosts must be at least 3 (the demo fails two hosts)")
     started = time.time()
     stack = LabStack(StackOptions(hosts=args.hosts, backend=args.backend, client_sources=args.sources,
+                                  profile=args.profile,
                                   failback="delayed", hold_down_s=3.0, keep_workdir=args.keep))
     say(f"building the lab: {args.hosts} hosts ({args.backend}), ZooKeeper, 2 controllers, {args.sources} clients")
     try:

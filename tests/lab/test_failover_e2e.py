@@ -189,7 +189,7 @@ def test_hook_crash_moves_nothing_and_alerts(stack: LabStack) -> None:
     sessions = sample_sessions(stack)
     stack.kill_hook("h1")
     try:
-        time.sleep(3 * stack.options.session_timeout_s)
+        time.sleep(3 * stack.session_timeout_s)
         assert stack.owners() == before, "a hook crash on a healthy host must not move buckets"
         assert_clients_served(stack)
         assert_unaffected_sessions_survived(sessions.stop(), set())
@@ -232,7 +232,7 @@ def test_zookeeper_fully_down_nothing_dropped(stack: LabStack) -> None:
     sessions = sample_sessions(stack)
     stack.zk_stop_all()
     try:
-        time.sleep(3 * stack.options.session_timeout_s)
+        time.sleep(3 * stack.session_timeout_s)
         assert_clients_served(stack)  # the kernel rules stayed: clients never noticed
     finally:
         stack.zk_start_all()

@@ -81,8 +81,9 @@ def recovery(
     """Per source: how long after ``fault_at`` until a lasting good answer (not from ``bad_hosts``).
 
     Times are attempt start times. Recovery is the first answer from a good host after the source's
-    outage began (an answer from a bad host, the victim, counts as outage), provided the source is
-    served by a good host at the end.
+    outage began (an answer from a bad host, the victim, counts as outage). A source still answered
+    by a bad host, or refused, at the end has not recovered; a final timeout alone does not undo a
+    recovery (a survivor's slow banner on a loaded machine).
     """
     bad = set(bad_hosts)
 
@@ -98,7 +99,10 @@ def recovery(
                 before = state
                 if not is_bad(state):
                     before_t = t
-        if not trans or is_bad(trans[-1][1]):
+        final = trans[-1][1] if trans else "!none"
+        if not trans or final in bad or (final.startswith("!") and "timeout" not in final):
+            # Still answered by the victim, or refused/reset at the end: not recovered. A timeout at
+            # the end is a slow survivor on a loaded machine, judged by the answers before it.
             results.append(SourceRecovery(source, before, None, None, float("inf")))
             continue
         # The first answer from a good host after the last bad answer that preceded it: later
@@ -107,9 +111,13 @@ def recovery(
         if first_bad is None:
             results.append(SourceRecovery(source, before, trans[-1][1], 0.0, 0.0))
             continue
-        first_good = next(i for i in range(first_bad, len(trans)) if not is_bad(trans[i][1]))
+        first_good = next((i for i in range(first_bad, len(trans)) if not is_bad(trans[i][1])), None)
+        if first_good is None:
+            results.append(SourceRecovery(source, before, None, None, float("inf")))
+            continue
         recovered = max(0.0, trans[first_good][0] - fault_at)
-        results.append(SourceRecovery(source, before, trans[-1][1], recovered, recovered))
+        after = next(state for _, state in reversed(trans) if not is_bad(state))
+        results.append(SourceRecovery(source, before, after, recovered, recovered))
     return results
 
 

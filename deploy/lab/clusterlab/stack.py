@@ -49,8 +49,8 @@ class StackOptions:
     ensemble: bool = False
     controllers: int = 2
     client_sources: int = 64
-    session_timeout_s: float = 1.5
-    tick_ms: int = 200
+    profile: str = "default"  # controller/core/profiles.py: timings, ZooKeeper session and tickTime
+    session_timeout_s: float | None = None  # None: the profile's
     failback: str = "delayed"
     hold_down_s: float = 5.0
     probe: dict[str, Any] = field(default_factory=dict)
@@ -89,6 +89,16 @@ class LabStack:
         return self.workdir
 
     @property
+    def profile(self):  # type: ignore[no-untyped-def]
+        from controller.core.profiles import get_profile
+
+        return get_profile(self.options.profile)
+
+    @property
+    def session_timeout_s(self) -> float:
+        return self.options.session_timeout_s or self.profile.session_timeout_s
+
+    @property
     def buckets(self) -> int:
         if self.options.buckets:
             return self.options.buckets
@@ -122,7 +132,7 @@ class LabStack:
         try:
             self.topology = netns.build(prefix, hosts=opts.hosts, client_sources=opts.client_sources,
                                         client_static_neigh=False)
-            self.zk = ZooKeeperCluster(size=3 if opts.ensemble else 1, tick_ms=opts.tick_ms,
+            self.zk = ZooKeeperCluster(size=3 if opts.ensemble else 1, tick_ms=self.profile.zk_tick_ms,
                                        base_dir=self.dir / "zk", client_address=self.topo.mgmt_gateway)
             self.zk.start(timeout_s=90)
             self._start_sshds()
@@ -209,7 +219,7 @@ class LabStack:
         opts = self.options
         assert self.zk is not None
         probe: dict[str, Any] = {"key_file": str(self.probe_key), "known_hosts": str(self.known_hosts),
-                                 "user": PROBE_USER, "banner_timeout_s": 0.45, "connect_timeout_s": 0.45}
+                                 "user": PROBE_USER}
         probe.update(opts.probe)
         hosts = [
             {"id": h.name, "ssh": f"{h.mgmt_address}:22", "home_buckets": self.home_buckets(h.name)}
@@ -233,8 +243,9 @@ class LabStack:
         else:
             cluster["hash"] = {"seed": 0xDEADBEEF}
         config = {
+            "profile": opts.profile,
             "zookeeper": {"hosts": self.zk.hosts, "chroot": "/clusterip-failover",
-                          "session_timeout_s": opts.session_timeout_s},
+                          "session_timeout_s": self.session_timeout_s},
             "clusters": [cluster],
         }
         self.config_path = self.dir / "cluster.yaml"
