@@ -131,8 +131,9 @@ class Driver:
     """The driver process of one host namespace (stop() ends it by its own PID)."""
 
     def __init__(self, namespace: str | None, spec: dict[str, Any], host_id: str,
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, call_timeout_s: float = 60.0) -> None:
         self.namespace, self.spec, self.host_id, self.python = namespace, spec, host_id, python
+        self.call_timeout_s = call_timeout_s
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self, timeout_s: float = 60.0) -> Driver:
@@ -160,12 +161,12 @@ class Driver:
         reply: dict[str, Any] = json.loads(line)
         return reply
 
-    def call(self, op: str, check: bool = True, timeout_s: float = 60.0, **args: Any) -> dict[str, Any]:
+    def call(self, op: str, check: bool = True, timeout_s: float | None = None, **args: Any) -> dict[str, Any]:
         if self.proc is None or self.proc.stdin is None:
             raise DriverError(f"driver {self.host_id} is not running")
         self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
         self.proc.stdin.flush()
-        reply = self._read(timeout_s)
+        reply = self._read(self.call_timeout_s if timeout_s is None else timeout_s)
         if check and not reply.get("ok"):
             raise DriverError(f"{self.host_id} {op} {args}: {reply.get('error')}")
         return reply

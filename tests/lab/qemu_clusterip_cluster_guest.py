@@ -116,7 +116,7 @@ def run(bench: int) -> dict[str, Any]:
                          protocol="tcp", ports=(PORT,))
         start = time.monotonic()
         for host in topo.hosts:
-            drivers[host.name] = Driver(host.namespace, spec, host.name).start(timeout_s=120)
+            drivers[host.name] = Driver(host.namespace, spec, host.name, call_timeout_s=600).start(timeout_s=600)
         obs["driver_start_s"] = round(time.monotonic() - start, 1)
         obs["prereq"] = {h: d.call("prereq")["problems"] for h, d in drivers.items()}
         # h1..h3 own their home bucket from the start; h4 starts owning nothing (the hold path), then grants 4
@@ -141,7 +141,7 @@ def run(bench: int) -> dict[str, Any]:
             # restart: a new driver on h1 installs again and must adopt {1, 2} (not reset to 1)
             save = netns.nsexec(topo.hosts[0].namespace, ["iptables-legacy-save"]).stdout
             drivers["h1"].stop()
-            drivers["h1"] = Driver(topo.hosts[0].namespace, spec, "h1").start(timeout_s=120)
+            drivers["h1"] = Driver(topo.hosts[0].namespace, spec, "h1", call_timeout_s=600).start(timeout_s=600)
             obs["restart_install"] = drivers["h1"].call("install", initial=[3])
             after = netns.nsexec(topo.hosts[0].namespace, ["iptables-legacy-save"]).stdout
             strip = re.compile(r"^#.*$|\[\d+:\d+\]", re.M)
