@@ -9,27 +9,20 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from pathlib import Path
 
 import click
 
 from controller.core.errors import ClusterIPFailoverError, ConfigError
 from controller.ctl.configfile import load_config
 from controller.logs import setup_logging
+from controller.secret_files import read_secret
 
 log = logging.getLogger("clusterip.hook")
 
 
 def _read_secret(path: str) -> bytes:
-    if not path:
-        return b""
-    file = Path(path)
-    try:
-        if file.stat().st_mode & 0o077:
-            raise ConfigError([f"peer_secret_file {path} is readable by group/others; chmod 600 it"])
-        return file.read_bytes().strip()
-    except OSError as exc:
-        raise ConfigError([f"peer_secret_file {path}: {exc.strerror}; check the path"]) from None
+    """The peer secret (see controller/secret_files.py for the permission rule shared by all secrets)."""
+    return read_secret(path, "peer_secret_file")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -194,7 +194,22 @@ def _read_zookeeper(value: object, probs: Problems, profile: Profile) -> ZooKeep
     for name in ("session_timeout_s", "connect_timeout_s"):
         if getattr(zk, name) <= 0:
             probs.add(child("zookeeper", name), "must be above 0", "give a number of seconds such as 4")
+    _check_zookeeper_files(zk, probs)
     return zk
+
+
+def _check_zookeeper_files(zk: ZooKeeperSettings, probs: Problems) -> None:
+    """Secrets are named by absolute file paths (never written inline); TLS needs its files together."""
+    for name in ("auth_file", "ca_file", "cert_file", "key_file"):
+        value = getattr(zk, name)
+        if value and not value.startswith("/"):
+            probs.add(child("zookeeper", name), f"{value!r} is not an absolute path",
+                      "name a file such as /etc/clusterip-failover/zk.secret (never the secret itself)")
+    if bool(zk.cert_file) != bool(zk.key_file):
+        probs.add("zookeeper.key_file", "cert_file and key_file must be set together",
+                  "set both (client certificate) or neither")
+    if (zk.ca_file or zk.cert_file) and not zk.use_ssl:
+        probs.add("zookeeper.use_ssl", "TLS files are set but use_ssl is false", "set use_ssl: true")
 
 
 def _check_unique_clusters(nodes: list[Any], clusters: list[ClusterSpec], probs: Problems) -> None:

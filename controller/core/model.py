@@ -150,10 +150,24 @@ class ClusterSpec:
 
 @dataclass(frozen=True)
 class ZooKeeperSettings:
+    """How to reach ZooKeeper, as whom, and over what (docs/security.md for auth and TLS).
+
+    Secrets are never values here: ``auth_file`` and ``key_file`` name files that must be mode
+    0600 (or stricter), read once at start. Empty ``auth_file`` keeps the open ACLs of old.
+    """
+
     hosts: str = "127.0.0.1:2181"
     chroot: str = "/clusterip-failover"
     session_timeout_s: float = 4.0
     connect_timeout_s: float = 2.0
+    #: file holding one line ``user:password`` (digest auth); the user name is the role
+    auth_file: str = ""
+    #: TLS to ZooKeeper (the server's secureClientPort)
+    use_ssl: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    verify_certs: bool = True
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@
         members/<host>          ephemeral   member       written by that host's hook (its session = its liveness)
         status/<host>           persistent  hook-status  written by that host's hook (what its kernel holds)
         history/event-<seq>     persistent  history-event  appended by the leader and by clusterip-ctl; bounded
+    <chroot>/acl-readers            persistent  JSON list of digest ids (verifiers) given READ on run-time znodes
     <chroot>/controllers/
         election/n_<seq>        ephemeral sequential; lowest sequence leads; its path fences map writes
         replicas/<id>           ephemeral   controller replica presence (for status)
@@ -22,6 +23,8 @@ CLUSTERS = "/clusters"
 CONTROLLERS = "/controllers"
 ELECTION = f"{CONTROLLERS}/election"
 REPLICAS = f"{CONTROLLERS}/replicas"
+#: Written by `clusterip-ctl acl init` (docs/security.md); absent when ZooKeeper runs without ACLs.
+ACL_READERS = "/acl-readers"
 #: History entries kept per cluster; older ones are pruned by the leader.
 HISTORY_LIMIT = 1000
 

@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "failback": ("controller.ctl.cmd_failback", "failback"),
     "pause": ("controller.ctl.cmd_pause", "pause"),
     "resume": ("controller.ctl.cmd_pause", "resume"),
+    "acl": ("controller.ctl.cmd_acl", "acl_group"),
 }
 
 EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE

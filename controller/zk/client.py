@@ -4,6 +4,10 @@ kazoo's defaults reconnect slowly; failover time depends on reconnecting within 
 every client gets an aggressive connection retry (see docs/zookeeper-layout.md and the measured
 notes). Command retries use :class:`kazoo.retry.KazooRetry` with a bounded deadline, once, at the
 call site — never nested inside another retry.
+
+With ``zookeeper.auth_file`` set, the client authenticates (digest) as that file's user, and every
+znode it creates gets "creator: all" plus read for the roles that may read the chroot (the policy
+of controller/core/acl_policy.py, docs/security.md). Without it, everything stays open as before.
 """
 
 from __future__ import annotations
@@ -11,18 +15,58 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import TypeVar
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException, NoAuthError, ZookeeperError
+from kazoo.exceptions import KazooException, NoAuthError, NoNodeError, ZookeeperError
 from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.serialization import Auth
 from kazoo.retry import KazooRetry
+from kazoo.security import ACL, Id, Permissions
 
-from controller.core.errors import CoordinationError
+from controller.core import zk_layout as layout
+from controller.core.acl_policy import decode_readers
+from controller.core.errors import CoordinationError, SchemaError
 from controller.core.model import ZooKeeperSettings
+from controller.secret_files import check_private, read_digest_credential
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class _RedactAuth(logging.Filter):
+    """Drop the credential from kazoo's DEBUG line ``Sending request(xid=..): Auth(..auth='user:pw')``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, Auth) for a in record.args):
+            record.args = tuple(
+                Auth(a.auth_type, a.scheme, "<redacted>") if isinstance(a, Auth) else a for a in record.args
+            )
+        return True
+
+
+_KAZOO_LOG = logging.getLogger("kazoo")
+_KAZOO_LOG.addFilter(_RedactAuth())
+
+
+def _security_kwargs(settings: ZooKeeperSettings) -> dict[str, object]:
+    """kazoo's auth and TLS arguments from the settings; secret files are checked (mode 0600) here."""
+    kwargs: dict[str, object] = {}
+    if settings.auth_file:
+        user, password = read_digest_credential(settings.auth_file, "zookeeper.auth_file")
+        kwargs["auth_data"] = [("digest", f"{user}:{password}")]
+    if settings.use_ssl:
+        kwargs["use_ssl"] = True
+        kwargs["verify_certs"] = settings.verify_certs
+        if settings.ca_file:
+            kwargs["ca"] = settings.ca_file
+        if settings.cert_file:
+            kwargs["certfile"] = settings.cert_file
+        if settings.key_file:
+            check_private(settings.key_file, "zookeeper.key_file")
+            kwargs["keyfile"] = settings.key_file
+    return kwargs
 
 
 def make_client(settings: ZooKeeperSettings, *, read_only: bool = False) -> KazooClient:
@@ -37,20 +81,50 @@ def make_client(settings: ZooKeeperSettings, *, read_only: bool = False) -> Kazo
             max_tries=3, delay=0.02, backoff=2, max_delay=0.5, deadline=settings.session_timeout_s
         ),
         read_only=read_only or None,
-        logger=logging.getLogger("kazoo"),
+        logger=_KAZOO_LOG,
+        **_security_kwargs(settings),
     )
 
 
+def creator_acl(client: KazooClient) -> list[ACL]:
+    """ACL for znodes this client creates: itself all, and read for the ids listed in /acl-readers."""
+    with mapped_errors(f"reading {layout.ACL_READERS}"):
+        try:
+            data, _ = client.get(layout.ACL_READERS)
+        except NoNodeError:
+            raise CoordinationError(
+                f"{layout.ACL_READERS} is missing; the admin creates it with `clusterip-ctl acl init` "
+                "(docs/security.md)"
+            ) from None
+    try:
+        readers = decode_readers(data)
+    except SchemaError as exc:
+        raise CoordinationError(str(exc)) from None
+    acl = [ACL(Permissions.ALL, Id("auth", ""))]
+    acl += [ACL(Permissions.READ, Id("digest", ident)) for ident in readers]
+    return acl
+
+
 def start_client(client: KazooClient, settings: ZooKeeperSettings) -> None:
-    """Make sure the chroot exists, then connect; or raise a one-line CoordinationError."""
+    """Make sure the chroot exists, then connect; or raise a one-line CoordinationError.
+
+    With credentials the chroot is never created here (it would get an open ACL): the admin makes
+    it with ``clusterip-ctl acl init``.
+    """
     chroot = settings.chroot.rstrip("/")
+    secured = bool(settings.auth_file)
     try:
         if chroot:
-            bootstrap = make_client(ZooKeeperSettings(settings.hosts, "", settings.session_timeout_s,
-                                                      settings.connect_timeout_s))
+            bootstrap = make_client(replace(settings, chroot=""))
             bootstrap.start(timeout=settings.connect_timeout_s)
             try:
-                bootstrap.retry(bootstrap.ensure_path, chroot)
+                if not secured:
+                    bootstrap.retry(bootstrap.ensure_path, chroot)
+                elif bootstrap.retry(bootstrap.exists, chroot) is None:
+                    raise CoordinationError(
+                        f"ZooKeeper chroot {chroot} does not exist; the admin creates it with its ACLs by "
+                        "running `clusterip-ctl acl init` (docs/security.md)"
+                    )
             finally:
                 bootstrap.stop()
                 bootstrap.close()
@@ -65,6 +139,14 @@ def start_client(client: KazooClient, settings: ZooKeeperSettings) -> None:
         ) from None
     except (ZookeeperError, KazooException) as exc:
         raise CoordinationError(f"cannot prepare ZooKeeper chroot {chroot}: {type(exc).__name__} {exc}") from None
+    if secured:
+        try:
+            client.default_acl = creator_acl(client)
+        except CoordinationError:
+            with contextlib.suppress(Exception):
+                client.stop()
+                client.close()
+            raise
 
 
 @contextlib.contextmanager
@@ -73,7 +155,10 @@ def mapped_errors(what: str) -> Iterator[None]:
     try:
         yield
     except NoAuthError:
-        raise CoordinationError(f"{what}: ZooKeeper denied access (check the credentials of this role)") from None
+        raise CoordinationError(
+            f"{what}: ZooKeeper denied access (check the credentials of this role in zookeeper.auth_file "
+            "and that `clusterip-ctl acl init` ran for this host; docs/security.md)"
+        ) from None
     except (ZookeeperError, KazooException, KazooTimeoutError) as exc:
         name = type(exc).__name__
         raise CoordinationError(f"{what}: ZooKeeper error {name} {exc}".strip()) from None

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, RolledBackError
+from kazoo.exceptions import BadVersionError, NoAuthError, NodeExistsError, NoNodeError, RolledBackError
 from kazoo.interfaces import IAsyncResult
 from kazoo.protocol.states import ZnodeStat
 
@@ -129,6 +129,8 @@ class ClusterStore:
                     data, _ = retried(self.client, self.client.get, f"{path}/{child}")
                 except NoNodeError:
                     continue
+                if not data:
+                    continue  # made in advance by `acl init`; the hook has not published yet
                 try:
                     status = schema.decode_status(data, expected_host=child)
                 except SchemaError as exc:
@@ -181,8 +183,8 @@ class ClusterStore:
             )
         statuses: dict[str, HookStatus] = {}
         for host, reply in status_replies.items():
-            if reply is None:
-                continue
+            if reply is None or not reply[0]:
+                continue  # none, or made empty in advance by `acl init` (docs/security.md)
             try:
                 status = schema.decode_status(reply[0], expected_host=host)
             except SchemaError as exc:
@@ -244,6 +246,9 @@ class ClusterStore:
         with mapped_errors(f"writing the map of {self.name}"):
             results = txn.commit()
         failed = [r for r in results if isinstance(r, Exception) and not isinstance(r, RolledBackError)]
+        if any(isinstance(r, NoAuthError) for r in failed):
+            with mapped_errors(f"writing the map of {self.name}"):
+                raise failed[0]
         if failed:
             log.info("map write for %s rejected: %s", self.name, type(failed[0]).__name__)
             return False
