@@ -65,10 +65,7 @@ class KeepalivedOptions:
     check_timeout_s: float = 0.2
     check_fall: int = 2
     check_rise: int = 2
-    #: sampled client sources, their attempt interval and timeout (BannerWatch, as bench_failover uses it).
-    #: BannerWatch keeps one attempt per source in flight: an attempt whose SYN went to the dead
-    #: master is retransmitted after TCP's initial 1 s RTO, so with a 1 s timeout any takeover
-    #: shorter than ~1 s reads as ~1.0-1.1 s (ours and keepalived's alike)
+    #: sampled client sources, their attempt interval and timeout (BannerWatch, as bench_failover uses it)
     watch_sources: int = 8
     watch_interval_s: float = 0.02
     watch_timeout_s: float = 1.0
