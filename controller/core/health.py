@@ -92,6 +92,7 @@ class _LevelCounters:
     rose_at: float = float("-inf")
     #: when the current hold began (None: not held)
     held_since: float | None = None
+    held_note: str = ""
     #: latency of the last late banner while no in-time success followed it (None: not slow)
     slow_ms: float | None = None
 
@@ -166,6 +167,7 @@ class HealthTracker:
         self._t = thresholds
         self._hosts: dict[str, _HostCounters] = {}
         self._episode = False
+        self._held: set[str] = set()  # hosts with a held level: kept per result, O(1), not a scan
         self._notes: list[str] = []
         for host_id in hosts:
             self.add(host_id, now)
@@ -184,6 +186,8 @@ class HealthTracker:
 
     def forget(self, host_id: str) -> None:
         self._hosts.pop(host_id, None)
+        self._held.discard(host_id)
+        self._track_episode(host_id)
 
     def health(self, host_id: str) -> HostHealth:
         return self._hosts[host_id].health
@@ -248,7 +252,11 @@ class HealthTracker:
             for lv, other in host.levels.items():
                 if lv != result.level and other.held_since is not None:
                     other.held_since = result.at
-        self._track_episode()
+        if any(lc.held_since is not None for lc in host.levels.values()):
+            self._held.add(result.host_id)
+        else:
+            self._held.discard(result.host_id)
+        self._track_episode(result.host_id)
         state, reason = self._judge(host)
         if state is host.health.state:
             if reason != host.health.reason and state is not Health.UP:
@@ -290,7 +298,9 @@ class HealthTracker:
             c.state = _LevelState.DOWN
             c.held_since = None
         elif c.fails >= t.fall and c.state is not _LevelState.DOWN:
-            if not r.definite and self._correlated(host, r.at):
+            slow, total = self._slow_at_once(host, r.at) if not r.definite else (0, 0)
+            if slow >= 2 and slow > t.correlated_fraction * total:
+                c.held_note = f"held: {slow} of {total} hosts slow at once"
                 if c.held_since is None:
                     c.held_since = r.at
                 if r.at - c.held_since < t.hold_max_s:
@@ -311,30 +321,22 @@ class HealthTracker:
                 return True
         return False
 
-    def _slow_at_once(self, at: float) -> tuple[int, int]:
+    def _slow_at_once(self, judged: _HostCounters, at: float) -> tuple[int, int]:
         """(hosts slow at ``at``, hosts not DOWN). Any recent timeout counts, even if a late banner
         reset that host's streak since: on a saturated controller hosts time out and come back in
         turns, never all in one instant. Hosts already DOWN are left out of both counts, or the
         first hosts to fall would let the rest fall one by one."""
         live = [h for h in self._hosts.values() if all(c.state is not _LevelState.DOWN for c in h.levels.values())]
-        return sum(1 for h in live if self._slow_now(h, at)), len(live)
+        # the judged host is failing right now (not DOWN yet, so it is in ``live``)
+        return sum(1 for h in live if h is judged or self._slow_now(h, at)), len(live)
 
-    def _correlated(self, host: _HostCounters, at: float) -> bool:
-        slow, total = self._slow_at_once(at)
-        if not self._slow_now(host, at):
-            slow += 1  # the host being judged is failing right now (and not DOWN: it is counted in total)
-        return slow >= 2 and slow > self._t.correlated_fraction * total
-
-    def _track_episode(self) -> None:
-        held = [(h, lv) for h, host in sorted(self._hosts.items())
-                for lv, c in host.levels.items() if c.held_since is not None]
-        if held and not self._episode:
+    def _track_episode(self, host_id: str) -> None:
+        if self._held and not self._episode:
             self._episode = True
-            names = ", ".join(sorted({h for h, _ in held}))
             self._notes.append(
-                f"correlated slowness: many hosts failing probes at once ({names} held); the cause is "
+                f"correlated slowness: many hosts failing probes at once ({host_id} held first); the cause is "
                 "likely on the controller's side (CPU, network): holding them SUSPECT, not DOWN")
-        elif not held and self._episode:
+        elif not self._held and self._episode:
             self._episode = False
             self._notes.append("correlated slowness over: no host held any more")
 
@@ -357,9 +359,7 @@ class HealthTracker:
             lv = failing[0]
             c = levels[lv]
             if c.held_since is not None:
-                failing_now, total = self._slow_at_once(c.last_soft_fail_at)
-                why = (f"level {lv}: {c.reason} ({c.fails} in a row), held: {failing_now} of {total} hosts "
-                       "slow at once")
+                why = f"level {lv}: {c.reason} ({c.fails} in a row), {c.held_note}"
             else:
                 why = f"level {lv}: {c.reason} ({c.fails} of {self._t.fall})"
             return (Health.SUSPECT if healthy_before else Health.UNKNOWN), why
