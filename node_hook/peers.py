@@ -42,8 +42,8 @@ def _unpack(secret: bytes, data: bytes) -> dict[str, object] | None:
         if secret and not hmac.compare_digest(outer.get("s", ""), _sign(secret, body)):
             return None
         message = json.loads(body)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None  # garbage or hostile (e.g. deeply nested JSON): not an answer
     return message if isinstance(message, dict) else None
 
 

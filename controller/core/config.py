@@ -121,11 +121,46 @@ class _Loader(yaml.SafeLoader):
         return cast(dict[Any, Any], super().construct_mapping(node, deep=deep))
 
 
+#: Values a configuration may hold with its aliases expanded: real files have a few hundred. Keeps an
+#: alias bomb (``&a [*b, *b, ...]`` nested) from making the validator walk billions of values.
+MAX_YAML_NODES = 100_000
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many nodes ``root`` has once aliases are expanded (shared nodes counted each time they are
+    used); stops early past the limit. Iterative and memoised per node, so it costs O(unique nodes)."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.SequenceNode):
+            kids: list[yaml.Node] = list(node.value)
+        elif isinstance(node, MappingNode):
+            kids = [n for pair in node.value for n in pair]
+        else:
+            sizes[id(node)] = 1
+            continue
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((kid, False) for kid in kids if id(kid) not in sizes and kid is not node)
+            continue
+        # a recursive alias (a node inside itself) counts as over the limit
+        sizes[id(node)] = min(MAX_YAML_NODES + 1, 1 + sum(sizes.get(id(kid), MAX_YAML_NODES + 1) for kid in kids))
+    return sizes[id(root)]
+
+
 def _load_yaml(text: str, probs: Problems) -> tuple[object, bool]:
     loader: _Loader | None = None
     try:
         loader = _Loader(text)
-        data = loader.get_single_data()
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node) > MAX_YAML_NODES:
+            probs.items.append(f"YAML: over {MAX_YAML_NODES} values once aliases are expanded (or an alias "
+                               "inside itself); write the configuration out instead of nesting aliases (*name)")
+            return None, False
+        data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"

@@ -44,6 +44,8 @@ def parse_health_file(
         doc = json.loads(text)
     except ValueError as exc:
         raise SchemaError(f"health file: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise SchemaError("health file: JSON nested too deeply; write one object host -> state") from None
     if not isinstance(doc, dict):
         raise SchemaError(f"health file: expected a JSON object host -> state, got {type(doc).__name__}")
     known = list(hosts)

@@ -81,10 +81,18 @@ class _RuleProblem(Exception):
     """Internal: this rule cannot be imported; the message says why and what to do."""
 
 
+#: iptables-save of a busy firewall is a few MB; a bigger input is not one host's rules.
+MAX_SAVE_CHARS = 32 * 1024 * 1024
+
+
 def parse_iptables_save(text: str, host: str) -> tuple[list[ClusterRule], list[Finding]]:
     """Every cluster rule in ``text`` (one host's iptables-save output) plus findings about it."""
     rules: list[ClusterRule] = []
     findings: list[Finding] = []
+    if len(text) > MAX_SAVE_CHARS:
+        findings.append(Finding("error", host, f"{len(text)} characters is more than the {MAX_SAVE_CHARS} "
+                                "read; pass only the output of iptables-save"))
+        return rules, findings
     table = ""
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -189,9 +197,9 @@ def _destination(text: str | None) -> IPAddress:
     try:
         network = ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise _RuleProblem(f"-d {text} is not an address; iptables-save prints numeric addresses") from None
+        raise _RuleProblem(f"-d {_show(text)} is not an address; iptables-save prints numeric addresses") from None
     if network.num_addresses != 1:
-        raise _RuleProblem(f"-d {text} is a subnet; a cluster shares exactly one VIP (/32 or /128)")
+        raise _RuleProblem(f"-d {_show(text)} is a subnet; a cluster shares exactly one VIP (/32 or /128)")
     return network.network_address
 
 
@@ -200,7 +208,9 @@ def _protocol(text: str | None) -> str:
         return "all"
     name = _PROTOCOL_NAMES.get(text.lower())
     if name is None:
-        raise _RuleProblem(f"-p {text}: the config supports tcp, udp or all; change the rule or write it by hand")
+        raise _RuleProblem(
+            f"-p {_show(text)}: the config supports tcp, udp or all; change the rule or write it by hand"
+        )
     return name
 
 
@@ -210,8 +220,8 @@ def _ports(values: dict[str, str], protocol: str) -> tuple[int, ...] | None:
         return None
     ports: list[int] = []
     for part in spec.split(","):
-        if ":" in part or not part.isdigit() or not 0 < int(part) < 65536:
-            raise _RuleProblem(f"destination port {part!r} is not a single port; list single ports in the rule")
+        if ":" in part or not _is_number(part, 5) or not 0 < int(part) < 65536:
+            raise _RuleProblem(f"destination port {_show(part)!r} is not a single port; list single ports in the rule")
         ports.append(int(part))
     if protocol == "all":
         raise _RuleProblem("a port match without -p tcp or -p udp")
@@ -222,16 +232,28 @@ def _integer(values: dict[str, str], key: str, option: str, lo: int, hi: int) ->
     text = values.get(key)
     if text is None:
         raise _RuleProblem(f"{option} is missing")
-    if not text.isdigit() or not lo <= int(text) <= hi:
-        raise _RuleProblem(f"{option} {text} is not a number in {lo}..{hi}")
+    if not _is_number(text, 10) or not lo <= int(text) <= hi:
+        raise _RuleProblem(f"{option} {_show(text)} is not a number in {lo}..{hi}")
     return int(text)
 
 
+def _is_number(text: str, digits: int) -> bool:
+    """ASCII decimal of at most ``digits`` digits (str.isdigit also accepts "²", which int() refuses)."""
+    return text.isascii() and text.isdigit() and len(text) <= digits
+
+
+def _show(text: str) -> str:
+    """A value from the input, cut so that one hostile token cannot make a finding pages long."""
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
 def _u32(text: str, option: str) -> int:
+    if len(text) > 20:  # "0xffffffff" / "4294967295"; int() of thousands of digits is slow
+        raise _RuleProblem(f"{option} {_show(text)} is not a number")
     try:
         value = int(text, 0)
     except ValueError:
-        raise _RuleProblem(f"{option} {text} is not a number") from None
+        raise _RuleProblem(f"{option} {_show(text)} is not a number") from None
     if not 0 <= value <= 0xFFFFFFFF:
-        raise _RuleProblem(f"{option} {text} does not fit in 32 bits")
+        raise _RuleProblem(f"{option} {_show(text)} does not fit in 32 bits")
     return value

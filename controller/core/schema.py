@@ -62,6 +62,8 @@ def _load(data: bytes, kind: Kind) -> dict[str, Any]:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise SchemaError(f"{kind}: not valid UTF-8 JSON ({exc})") from None
+    except RecursionError:
+        raise SchemaError(f"{kind}: JSON nested too deeply; rewrite the znode") from None
     if not isinstance(doc, dict):
         raise SchemaError(f"{kind}: expected a JSON object, got {type(doc).__name__}")
     version = doc.get("schema")

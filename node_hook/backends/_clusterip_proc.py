@@ -17,19 +17,31 @@ from pathlib import Path
 from typing import Literal
 
 from controller.core.errors import BackendError
+from controller.core.model import MAX_BUCKETS
+
+_MAX_NODE = MAX_BUCKETS["clusterip"]
+#: "1,2,...,16" is 38 characters; anything much longer is not kernel output.
+_MAX_TEXT = 256
 
 Op = Literal["+", "-"]
 
 
 def parse(text: str) -> frozenset[int]:
-    """``"1,3,4\\n"`` -> {1, 3, 4}; an empty file owns nothing."""
+    """``"1,3,4\n"`` -> {1, 3, 4}; an empty file owns nothing.
+
+    Strict on purpose: only ASCII decimal numbers 1..16 (CLUSTERIP's node limit) separated by commas
+    are kernel output; anything else (signs, ``1_0``, other scripts' digits, huge numbers, pages
+    of text) means this is not the file we think it is, reported once in a bounded message.
+    """
     text = text.strip()
     if not text:
         return frozenset()
-    try:
-        return frozenset(int(part) for part in text.split(","))
-    except ValueError:
-        raise BackendError(f"unexpected CLUSTERIP control file content {text!r}: is this a CLUSTERIP kernel?") from None
+    parts = text.split(",") if len(text) <= _MAX_TEXT else []
+    if parts and all(p.isascii() and p.isdigit() and len(p) <= 2 and 1 <= int(p) <= _MAX_NODE for p in parts):
+        return frozenset(int(p) for p in parts)
+    raise BackendError(
+        f"unexpected CLUSTERIP control file content {text[:60]!r}: is this a CLUSTERIP kernel?"
+    )
 
 
 def outcome(op: Op, err: int | None) -> Literal["done", "verify"] | str:
