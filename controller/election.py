@@ -107,11 +107,17 @@ class LeaderElection:
         self._watched = None
         self.wake.set()
 
-    def resign(self) -> None:
+    def resign(self, timeout_s: float = 1.0) -> None:
+        """Step down at once; delete our znode if ZooKeeper answers within ``timeout_s``.
+
+        Never blocks longer: with ZooKeeper unreachable a plain delete would wait for a reconnect
+        forever, and a replica being stopped must stop. The session's end removes the znode anyway.
+        """
         self.is_leader = False
         if self.node is not None:
-            with contextlib.suppress(Exception):
-                self.client.delete(f"{layout.ELECTION}/{self.node}")
+            if self.client.state == KazooState.CONNECTED:
+                with contextlib.suppress(Exception):
+                    self.client.delete_async(f"{layout.ELECTION}/{self.node}").get(timeout=timeout_s)
             self.node = None
 
     def current_leader(self) -> str | None:

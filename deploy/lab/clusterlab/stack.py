@@ -39,6 +39,8 @@ from clusterlab.zookeeper import ZooKeeperCluster
 REPO = Path(__file__).resolve().parents[3]
 VENV_BIN = Path(sys.executable).parent
 LAB_DIR = REPO / "deploy" / "lab"
+#: A killed test runner must not leave hooks and controllers running: the kernel kills them with it.
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL"]
 
 
 @dataclass
@@ -257,7 +259,8 @@ class LabStack:
         try:
             self.hooks[host] = netns.popen_in(
                 h.namespace,
-                [str(VENV_BIN / "clusterip-node-hook"), "--config", str(self.config_path), "--host", host,
+                [*DIE_WITH_PARENT, str(VENV_BIN / "clusterip-node-hook"), "--config", str(self.config_path),
+                 "--host", host,
                  "--address", h.mgmt_address, "--peer-bind", h.mgmt_address,
                  *(["--backend", "memory"] if self.options.backend == "memory" else [])],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL,
@@ -280,7 +283,8 @@ class LabStack:
         log = open(self.dir / "logs" / f"controller-{name}.log", "ab")  # noqa: SIM115 - handed to the child
         try:
             self.controllers[name] = subprocess.Popen(
-                [str(VENV_BIN / "clusterip-controller"), "--config", str(self.config_path), "--id", name],
+                [*DIE_WITH_PARENT, str(VENV_BIN / "clusterip-controller"), "--config", str(self.config_path),
+                 "--id", name, "--metrics-port", "0"],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL,
             )
         finally:
