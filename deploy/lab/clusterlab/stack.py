@@ -314,27 +314,44 @@ class LabStack:
             self._read_client = self.kazoo()
         return self._read_client
 
-    def read_state(self) -> dict[str, Any]:
-        """The map's owners and every hook's published holdings, straight from ZooKeeper."""
+    def read_state(self, timeout_s: float = 10.0) -> dict[str, Any]:
+        """The map's owners and every hook's published holdings, straight from ZooKeeper.
+
+        Reads are pipelined and bounded: with ZooKeeper down this raises LabError after
+        ``timeout_s`` instead of waiting for a reconnect forever.
+        """
+        from kazoo.exceptions import NoNodeError
+        from kazoo.handlers.threading import KazooTimeoutError
+
         from controller.core import schema
         from controller.core import zk_layout as layout
 
-        client = self._reader()
-        if True:  # the shared reader stays open; down() closes it
-            state: dict[str, Any] = {"epoch": 0, "owners": {}, "held": {}, "members": []}
-            with contextlib.suppress(Exception):
-                data, _ = client.get(layout.map_path("lab"))
-                m = schema.decode_map(data)
-                state["epoch"] = m.epoch
-                state["owners"] = {b: s.owner for b, s in m.buckets.items()}
-            for host in self.host_names:
-                with contextlib.suppress(Exception):
-                    data, _ = client.get(layout.status_path("lab", host))
-                    st = schema.decode_status(data)
-                    state["held"][host] = sorted(st.held)
-            with contextlib.suppress(Exception):
-                state["members"] = sorted(client.get_children(layout.members_path("lab")))
-            return state
+        client = self._reader()  # the shared reader stays open; down() closes it
+        pending_map = client.get_async(layout.map_path("lab"))
+        pending_status = {h: client.get_async(layout.status_path("lab", h)) for h in self.host_names}
+        pending_members = client.get_children_async(layout.members_path("lab"))
+        deadline = time.monotonic() + timeout_s
+
+        def result(reply: Any) -> Any:
+            try:
+                return reply.get(timeout=max(0.01, deadline - time.monotonic()))
+            except NoNodeError:
+                return None
+            except KazooTimeoutError:
+                raise LabError(f"ZooKeeper did not answer within {timeout_s} s (is it down?)") from None
+
+        state: dict[str, Any] = {"epoch": 0, "owners": {}, "held": {}, "members": []}
+        reply = result(pending_map)
+        if reply is not None:
+            m = schema.decode_map(reply[0])
+            state["epoch"] = m.epoch
+            state["owners"] = {b: st.owner for b, st in m.buckets.items()}
+        for host, pending in pending_status.items():
+            reply = result(pending)
+            if reply is not None:
+                state["held"][host] = sorted(schema.decode_status(reply[0]).held)
+        state["members"] = sorted(result(pending_members) or [])
+        return state
 
     def owners(self) -> dict[int, str | None]:
         return dict(self.read_state()["owners"])
