@@ -37,8 +37,15 @@ class Problems:
 
 
 def child(path: str, key: object) -> str:
-    """Key path of a mapping entry, e.g. ``clusters[0]`` + ``hosts`` -> ``clusters[0].hosts``."""
-    return f"{path}.{key}" if path else str(key)
+    """Key path of a mapping entry, e.g. ``clusters[0]`` + ``hosts`` -> ``clusters[0].hosts``.
+
+    A key that is not a plain printable word of sane length (a newline, a 10 kB string, a number)
+    is quoted and cut, so a hostile key cannot break the one-line-per-problem output.
+    """
+    text = str(key)
+    if not (isinstance(key, str) and text.isprintable() and len(text) <= 64):
+        text = repr(text[:40])
+    return f"{path}.{text}" if path else text
 
 
 def item(path: str, index: int) -> str:
