@@ -499,11 +499,15 @@ class LabStack:
         for server in self.zk.servers:
             server.kill()
 
-    def zk_start_all(self) -> None:
+    def zk_start_all(self, timeout_s: float = 90.0) -> None:
+        """Start every stopped server, then wait for all: one ensemble member alone never serves."""
         assert self.zk is not None
-        for server in self.zk.servers:
-            if not server.running:
-                self.zk.restart_server(server, timeout_s=60)
+        stopped = [server for server in self.zk.servers if not server.running]
+        for server in stopped:
+            server.start()
+        deadline = time.monotonic() + timeout_s
+        for server in stopped:
+            server.wait_ready(deadline)
 
     def isolate_host(self, host: str) -> None:
         """Cut the host from ZooKeeper, the controllers and its peers; clients still reach it."""
