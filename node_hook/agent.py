@@ -115,6 +115,9 @@ class HookAgent:
         self._last_published: tuple[int, frozenset[int], str] | None = None
         self._last_publish_time = 0.0
         self._last_zk_ok = time.monotonic()
+        self._zk_streak_since = self._last_zk_ok
+        #: a heartbeat gap longer than this ends a streak of ZooKeeper contact (3 heartbeats)
+        self._streak_gap_s = 3 * max(0.02, zk.session_timeout_s / 20)
         self._threads: list[threading.Thread] = []
         self._responder: PeerResponder | None = None
         self.fence_threshold_s = spec.handoff.self_fence_fraction * zk.session_timeout_s
@@ -131,6 +134,7 @@ class HookAgent:
         self.client.add_listener(self._on_connection_state)
         start_client(self.client, self.zk)
         self._last_zk_ok = time.monotonic()
+        self._zk_streak_since = self._last_zk_ok
         self.store.ensure_paths()
         self._register_at_start()
         self._publish(force=True)
@@ -141,6 +145,7 @@ class HookAgent:
             self.zk_reachable,
             self.peer_secret,
             silent_for=self.zk_silent_for,
+            connected_for=self.zk_connected_for,
         )
         self._responder.start()
         DataWatch(self.client, layout.map_path(self.spec.name), self._on_map)
@@ -402,13 +407,23 @@ class HookAgent:
         """Seconds since this hook last heard from ZooKeeper."""
         return time.monotonic() - self._last_zk_ok
 
+    def zk_connected_for(self) -> float:
+        """Seconds this hook has heard from ZooKeeper without a gap (0 while it is silent)."""
+        now = time.monotonic()
+        if now - self._last_zk_ok > self._streak_gap_s:
+            return 0.0
+        return now - self._zk_streak_since
+
     def _heartbeat_loop(self) -> None:
         interval = max(0.02, self.zk.session_timeout_s / 20)
         path = layout.member_path(self.spec.name, self.host_id)
         while not self._stop.wait(interval):
             try:
                 self.client.exists_async(path).get(timeout=interval * 2)
-                self._last_zk_ok = time.monotonic()
+                now = time.monotonic()
+                if now - self._last_zk_ok > self._streak_gap_s:
+                    self._zk_streak_since = now  # back after a gap: a new streak begins
+                self._last_zk_ok = now
             except (KazooException, KazooTimeoutError, OSError):
                 pass
             except Exception:
@@ -449,6 +464,9 @@ class HookAgent:
             # A recovering ZooKeeper re-arms every session with a full timeout, so waiting 0.4 of it
             # for our own reconnect still releases well before an isolated host's session can expire.
             grace_s=self.zk.session_timeout_s * 0.4,
+            # Waiting for our own reconnect while peers are just back from the same outage must end
+            # well before our session could expire (the check period and the peer query come on top).
+            hard_limit_s=self.zk.session_timeout_s * 0.7,
         )
         self._outage_confirmed = self._outage_confirmed or verdict.outage
         if verdict.confirmed:

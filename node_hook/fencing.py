@@ -37,6 +37,8 @@ class PeerAnswer:
     connected: bool  # the peer heard from ZooKeeper within its own threshold
     #: seconds since the peer last heard from ZooKeeper (None: an older peer that does not say)
     silent_s: float | None = None
+    #: seconds the peer has been reaching ZooKeeper without a gap (None: an older peer)
+    connected_for_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -65,12 +67,14 @@ def decide(
     peers_back_for: float = 0.0,
     grace_s: float = 0.0,
     confirmed_ago: float | None = None,
+    hard_limit_s: float | None = None,
 ) -> FenceVerdict:
     """Decide whether to keep serving while ZooKeeper has been silent for ``disconnected_for`` s.
 
     ``outage_confirmed``: an earlier verdict during this same silence found every peer cut off too;
     ``peers_back_for``: for how long (seconds) some peer has been seen reaching ZooKeeper since;
-    ``confirmed_ago``: seconds since every peer last confirmed the outage.
+    ``confirmed_ago``: seconds since every peer last confirmed the outage;
+    ``hard_limit_s``: silence after which a hook releases unless every peer confirms an outage.
     """
     if disconnected_for < threshold:
         return FenceVerdict("keep", f"ZooKeeper silent for {disconnected_for:.2f} s, below {threshold:.2f} s")
@@ -84,6 +88,21 @@ def decide(
             )
         if outage_confirmed:
             return FenceVerdict("release", f"isolated: ZooKeeper is back for {names} but not for this host")
+        back_after_us = [
+            answers[h].connected_for_s for h in connected if answers[h].connected_for_s is not None
+        ]
+        if (
+            hard_limit_s is not None
+            and disconnected_for < hard_limit_s
+            and len(back_after_us) == len(connected)
+            and all(c is not None and c < disconnected_for for c in back_after_us)
+        ):
+            # Every peer that reaches ZooKeeper lost it too during our silence and is just back (a
+            # ZooKeeper server died and its clients reconnect one after another). Waiting for our own
+            # reconnect is safe up to hard_limit_s, which lies well before our session could expire.
+            return FenceVerdict(
+                "keep", f"ZooKeeper just came back for {names} after cutting them off too; waiting to reconnect"
+            )
         return FenceVerdict("release", f"isolated: peers {names} still reach ZooKeeper")
     silent = sorted(expected_peers - set(answers))
     if silent:

@@ -58,6 +58,7 @@ class PeerResponder:
         connected: Callable[[], bool],
         secret: bytes = b"",
         silent_for: Callable[[], float] | None = None,
+        connected_for: Callable[[], float] | None = None,
     ) -> None:
         self.cluster = cluster
         self.host_id = host_id
@@ -65,6 +66,8 @@ class PeerResponder:
         #: seconds since this hook last heard from ZooKeeper; lets askers tell "reaches it now" from
         #: "not yet past its threshold" (see node_hook.fencing)
         self.silent_for = silent_for
+        #: seconds this hook has reached ZooKeeper without a gap (see node_hook.fencing)
+        self.connected_for = connected_for
         self.secret = secret
         self.sock = socket.socket(socket.AF_INET6 if ":" in bind[0] else socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -106,8 +109,18 @@ class PeerResponder:
             }
             if self.silent_for is not None:
                 answer["silent_s"] = round(self.silent_for(), 3)
+            if self.connected_for is not None:
+                answer["connected_for_s"] = round(self.connected_for(), 3)
             with contextlib.suppress(OSError):
                 self.sock.sendto(_pack(self.secret, answer), addr)
+
+
+def _seconds(value: object) -> float | None:
+    """A non-negative finite number of seconds from a peer's answer, or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    seconds = float(value)
+    return seconds if 0.0 <= seconds < 1e9 else None
 
 
 def ask_peers(
@@ -155,10 +168,10 @@ def ask_peers(
                     continue
                 who = reply.get("host")
                 if isinstance(who, str) and who in peers:
-                    silent = reply.get("silent_s")
-                    numeric = isinstance(silent, int | float) and not isinstance(silent, bool)
-                    silent_s = float(silent) if numeric else None  # type: ignore[arg-type]
-                    answers[who] = PeerAnswer(who, bool(reply.get("connected")), silent_s)
+                    answers[who] = PeerAnswer(
+                        who, bool(reply.get("connected")), _seconds(reply.get("silent_s")),
+                        _seconds(reply.get("connected_for_s")),
+                    )
     finally:
         for sock in socks.values():
             sock.close()

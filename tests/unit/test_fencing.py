@@ -44,3 +44,18 @@ def test_after_an_outage_a_returning_peer_gets_a_grace_period() -> None:
 def test_older_peers_without_silence_figure_count_by_their_flag() -> None:
     legacy = {"h2": PeerAnswer("h2", True), "h3": PeerAnswer("h3", False)}
     assert decide(0.6, 0.5, PEERS, legacy).action == "release"
+
+
+def test_peers_just_back_from_the_same_outage_let_us_wait_until_the_hard_limit() -> None:
+    """A ZooKeeper server died: peers reconnected first (their streak began after our silence did)."""
+    back = {"h2": PeerAnswer("h2", True, 0.01, connected_for_s=0.2), "h3": PeerAnswer("h3", True, 0.02, 0.1)}
+    verdict = decide(0.55, 0.5, PEERS, back, fresh_s=0.25, hard_limit_s=0.7)
+    assert verdict.action == "keep" and "just came back" in verdict.reason
+    assert decide(0.71, 0.5, PEERS, back, fresh_s=0.25, hard_limit_s=0.7).action == "release", "hard limit"
+
+
+def test_a_peer_connected_since_before_our_silence_proves_isolation() -> None:
+    answers = {"h2": PeerAnswer("h2", True, 0.01, connected_for_s=30.0), "h3": PeerAnswer("h3", True, 0.02, 0.1)}
+    assert decide(0.55, 0.5, PEERS, answers, fresh_s=0.25, hard_limit_s=0.7).action == "release"
+    unknown = {"h2": PeerAnswer("h2", True, 0.01), "h3": PeerAnswer("h3", True, 0.02, 0.1)}
+    assert decide(0.55, 0.5, PEERS, unknown, fresh_s=0.25, hard_limit_s=0.7).action == "release"
