@@ -461,9 +461,10 @@ class HookAgent:
             outage_confirmed=self._outage_confirmed,
             peers_back_for=0.0 if self._peers_back_since is None else now - self._peers_back_since,
             confirmed_ago=None if self._outage_confirmed_at is None else now - self._outage_confirmed_at,
-            # A recovering ZooKeeper re-arms every session with a full timeout, so waiting 0.4 of it
-            # for our own reconnect still releases well before an isolated host's session can expire.
-            grace_s=self.zk.session_timeout_s * 0.4,
+            # A recovering ZooKeeper re-arms every session with a full timeout, so waiting 0.6 of it
+            # for our own reconnect (a restarted ensemble takes clients back one after another) still
+            # releases before an isolated host's session can expire (check period + peer query < 0.2).
+            grace_s=self.zk.session_timeout_s * 0.6,
             # Waiting for our own reconnect while peers are just back from the same outage must end
             # well before our session could expire (the check period and the peer query come on top).
             hard_limit_s=self.zk.session_timeout_s * 0.7,
