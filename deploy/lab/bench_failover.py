@@ -185,7 +185,7 @@ def chart(rows: dict[str, list[Trial]], path: Path) -> None:
         left.set_ylabel("client source")
     data = [[t.takeover_s for t in trials if t.takeover_s is not None] for trials in rows.values()]
     labels = list(rows)
-    right.boxplot([d or [0.0] for d in data], labels=labels)
+    right.boxplot([d or [0.0] for d in data], tick_labels=labels)
     right.set_ylabel("takeover time (s), per trial: all affected sources served again")
     right.set_title("distribution per failure type")
     fig.tight_layout()
