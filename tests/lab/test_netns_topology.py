@@ -210,7 +210,7 @@ def test_remove_stale_removes_only_labs_whose_creator_is_gone(
         ({"prefix": "waytoolongprefix"}, "prefix"),
         ({"prefix": "cifzz01", "hosts": 0}, "hosts=0"),
         ({"prefix": "cifzz01", "client_sources": 10_000}, "client_sources"),
-        ({"prefix": "cifzz01", "vip": "10.0.0.1"}, "vip"),
+        ({"prefix": "cifzz01", "vip": "192.0.2.1"}, "vip"),
         ({"prefix": "cifzz01", "cluster_mac": "02:00:00:00:00:01"}, "multicast"),
     ],
 )

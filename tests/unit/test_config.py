@@ -110,7 +110,7 @@ clusters:
     failback: {policy: manual}
     handoff: {self_fence_fraction: 0.25}
   - name: dns
-    vip: 10.0.0.53
+    vip: 198.18.0.53
     interface: eth1
     backend: nftables
     buckets: 256

@@ -172,7 +172,7 @@ def test_import_unreadable_file(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- which
 
 
-@pytest.mark.parametrize("address", ["10.0.0.1", "192.0.2.77", "129.65.1.2"])
+@pytest.mark.parametrize("address", ["198.18.0.1", "192.0.2.77", "129.65.1.2"])
 def test_which_with_config_names_the_home_host(address: str) -> None:
     expected = bucket_for("clusterip", ipaddress.ip_address(address), 4, HashSettings(mode="sourceip"))
     result = run("which", address, "--config", str(SEED_CONFIG), "--json")
@@ -198,35 +198,36 @@ def test_which_with_backend_flags(backend: str, address: str) -> None:
 
 
 def test_which_clusterip_with_ports() -> None:
-    args = ["which", "10.1.2.3", "--backend", "clusterip", "--buckets", "16", "--hash-mode",
+    args = ["which", "198.18.2.3", "--backend", "clusterip", "--buckets", "16", "--hash-mode",
             "sourceip-sourceport-destport", "--hash-init", "5", "--sport", "40000", "--dport", "22", "--json"]
     result = run(*args)
     assert result.exit_code == 0, result.output
     settings = HashSettings(mode="sourceip-sourceport-destport", hash_init=5)
-    expected = bucket_for("clusterip", ipaddress.ip_address("10.1.2.3"), 16, settings, sport=40000, dport=22)
+    expected = bucket_for("clusterip", ipaddress.ip_address("198.18.2.3"), 16, settings, sport=40000, dport=22)
     assert json.loads(result.stdout)["bucket"] == expected
 
 
 @pytest.mark.parametrize(("args", "expect"), [
     (["nonsense", "--backend", "xt_cluster", "--buckets", "4", "--seed", "1"], "is not an IPv4 or IPv6 address"),
-    (["10.0.0.1"], "exactly one of --config FILE or --backend"),
-    (["10.0.0.1", "--config", str(SEED_CONFIG), "--backend", "xt_cluster"], "exactly one of"),
+    (["198.18.0.1"], "exactly one of --config FILE or --backend"),
+    (["198.18.0.1", "--config", str(SEED_CONFIG), "--backend", "xt_cluster"], "exactly one of"),
     (["2001:db8::1", "--config", str(SEED_CONFIG)], "CLUSTERIP is IPv4 only"),
     (["2001:db8::1", "--backend", "clusterip", "--buckets", "4"], "CLUSTERIP is IPv4 only"),
-    (["10.0.0.1", "--backend", "clusterip", "--buckets", "4", "--hash-mode", "sourceip-sourceport"],
+    (["198.18.0.1", "--backend", "clusterip", "--buckets", "4", "--hash-mode", "sourceip-sourceport"],
      "pass --sport"),
-    (["10.0.0.1", "--backend", "clusterip", "--buckets", "4", "--hash-mode", "sourceip-sourceport-destport",
+    (["198.18.0.1", "--backend", "clusterip", "--buckets", "4", "--hash-mode", "sourceip-sourceport-destport",
       "--sport", "1"], "pass --dport"),
-    (["10.0.0.1", "--backend", "clusterip", "--buckets", "4", "--sport", "1"], "drop --sport"),
-    (["10.0.0.1", "--backend", "clusterip", "--buckets", "4", "--seed", "1"], "does not use --seed"),
-    (["10.0.0.1", "--backend", "xt_cluster", "--buckets", "4"], "--seed S is required"),
-    (["10.0.0.1", "--backend", "xt_cluster", "--buckets", "4", "--seed", "1", "--hash-init", "2"], "drop --hash-init"),
-    (["10.0.0.1", "--backend", "xt_cluster", "--buckets", "40", "--seed", "1"], "use 1..32"),
-    (["10.0.0.1", "--backend", "nftables", "--buckets", "4", "--seed", "banana"], "--seed 'banana' is not a number"),
-    (["10.0.0.1", "--backend", "nftables", "--seed", "1"], "--buckets N is required"),
-    (["10.0.0.1", "--config", str(SEED_CONFIG), "--seed", "1"], "--seed comes from the config"),
-    (["10.0.0.1", "--config", str(SEED_CONFIG), "--cluster", "web"], "no cluster named 'web'"),
-    (["10.0.0.1", "--backend", "xt_cluster", "--buckets", "4", "--seed", "1", "--cluster", "x"], "--cluster needs"),
+    (["198.18.0.1", "--backend", "clusterip", "--buckets", "4", "--sport", "1"], "drop --sport"),
+    (["198.18.0.1", "--backend", "clusterip", "--buckets", "4", "--seed", "1"], "does not use --seed"),
+    (["198.18.0.1", "--backend", "xt_cluster", "--buckets", "4"], "--seed S is required"),
+    (["198.18.0.1", "--backend", "xt_cluster", "--buckets", "4", "--seed", "1", "--hash-init", "2"],
+     "drop --hash-init"),
+    (["198.18.0.1", "--backend", "xt_cluster", "--buckets", "40", "--seed", "1"], "use 1..32"),
+    (["198.18.0.1", "--backend", "nftables", "--buckets", "4", "--seed", "banana"], "--seed 'banana' is not a number"),
+    (["198.18.0.1", "--backend", "nftables", "--seed", "1"], "--buckets N is required"),
+    (["198.18.0.1", "--config", str(SEED_CONFIG), "--seed", "1"], "--seed comes from the config"),
+    (["198.18.0.1", "--config", str(SEED_CONFIG), "--cluster", "web"], "no cluster named 'web'"),
+    (["198.18.0.1", "--backend", "xt_cluster", "--buckets", "4", "--seed", "1", "--cluster", "x"], "--cluster needs"),
 ])
 def test_which_argument_errors_are_one_line_exit_2(args: list[str], expect: str) -> None:
     result = run("which", *args)
@@ -239,6 +240,6 @@ def test_which_argument_errors_are_one_line_exit_2(args: list[str], expect: str)
 def test_which_with_an_invalid_config(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(SEED_CONFIG.read_text().replace("backend: clusterip", "backend: clusterp"))
-    result = run("which", "10.0.0.1", "--config", str(bad))
+    result = run("which", "198.18.0.1", "--config", str(bad))
     assert result.exit_code == 2
     assert result.stderr.startswith(f"{bad}: clusters[0].backend: ") and "did you mean 'clusterip'" in result.stderr

@@ -235,7 +235,7 @@ _WORDS = ["status", "nodes", "drain", "undrain", "move", "failback", "pause", "r
           "config", "check", "import", "acl", "init", "--cluster", "--yes", "--json", "--to", "--since",
           "--sport", "--dport", "--backend", "--buckets", "--seed", "--hash-init", "--owner", "-c",
           "--credentials-dir", "unix0", "unix1", "nftables", "clusterip", "1", "0", "-1", "999999999999",
-          "10.0.0.1", "::1", "\x00", "é", "--", "-", "x" * 300, "/nonexistent", "--help"]
+          "198.18.0.1", "::1", "\x00", "é", "--", "-", "x" * 300, "/nonexistent", "--help"]
 
 
 @pytest.fixture(scope="module")
@@ -286,7 +286,7 @@ def test_clusterip_proc_real_formats() -> None:
 # --------------------------------------------------------------------------- iptables-save
 
 
-_IPT_TOKENS = ["-A", "INPUT", "-d", "10.0.0.1/32", "10.0.0.0/24", "::1/128", "-p", "tcp", "udp", "sctp", "-m",
+_IPT_TOKENS = ["-A", "INPUT", "-d", "198.18.0.1/32", "198.18.0.0/24", "::1/128", "-p", "tcp", "udp", "sctp", "-m",
                "cluster", "multiport", "--dports", "22,80", "1:3", "²", "-j", "CLUSTERIP", "--new",
                "--hashmode", "sourceip", "--clustermac", "01:00:5E:00:00:01", "--total-nodes", "--local-node",
                "--hash-init", "--cluster-total-nodes", "--cluster-local-nodemask", "--cluster-local-node",
