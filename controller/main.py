@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 
 import click
 
-from controller.core.errors import ClusterIPFailoverError
 from controller.ctl.configfile import load_config
+from controller.entrypoint import run
 from controller.logs import setup_logging
 
 log = logging.getLogger("clusterip.controller")
@@ -72,21 +71,7 @@ def cli(config_path: str, controller_id: str | None, cycle_interval: float, heal
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        cli.main(args=argv, prog_name="clusterip-controller", standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except ClusterIPFailoverError as exc:
-        for line in exc.lines():
-            click.echo(f"clusterip-controller: error: {line}", err=True)
-        sys.exit(exc.exit_code)
-    except Exception as exc:
-        click.echo(f"clusterip-controller: internal error: {type(exc).__name__}: {exc}; please report", err=True)
-        sys.exit(70)
-    sys.exit(0)
+    run(cli, "clusterip-controller", argv)
 
 
 if __name__ == "__main__":

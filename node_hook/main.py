@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 
 import click
 
 from controller.core.errors import ClusterIPFailoverError, ConfigError
 from controller.ctl.configfile import load_config
+from controller.entrypoint import run
 from controller.logs import setup_logging
 from controller.secret_files import read_secret
 
@@ -122,21 +122,7 @@ def _dry_run(config: object, spec: object, host_id: str, backend: object) -> Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        cli.main(args=argv, prog_name="clusterip-node-hook", standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except ClusterIPFailoverError as exc:
-        for line in exc.lines():
-            click.echo(f"clusterip-node-hook: error: {line}", err=True)
-        sys.exit(exc.exit_code)
-    except Exception as exc:
-        click.echo(f"clusterip-node-hook: internal error: {type(exc).__name__}: {exc}; please report", err=True)
-        sys.exit(70)
-    sys.exit(0)
+    run(cli, "clusterip-node-hook", argv)
 
 
 if __name__ == "__main__":
