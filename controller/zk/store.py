@@ -114,34 +114,6 @@ class ClusterStore:
                 )
         return members
 
-    def read_statuses(self, problems: list[str]) -> dict[str, HookStatus]:
-        statuses: dict[str, HookStatus] = {}
-        path = layout.statuses_path(self.name)
-        with mapped_errors(f"reading hook statuses of {self.name}"):
-            try:
-                children = retried(self.client, self.client.get_children, path)
-            except NoNodeError:
-                return statuses
-            for child in sorted(children):
-                if child not in self.spec.host_ids:
-                    continue
-                try:
-                    data, _ = retried(self.client, self.client.get, f"{path}/{child}")
-                except NoNodeError:
-                    continue
-                if not data:
-                    continue  # made in advance by `acl init`; the hook has not published yet
-                try:
-                    status = schema.decode_status(data, expected_host=child)
-                except SchemaError as exc:
-                    problems.append(f"{path}/{child}: {exc}")
-                    continue
-                if any(b > self.spec.buckets for b in status.held):
-                    problems.append(f"{path}/{child}: reports buckets above {self.spec.buckets}; ignored")
-                    continue
-                statuses[child] = status
-        return statuses
-
     def snapshot(self) -> StoreSnapshot:
         """Read map, intents, members and statuses in one pipelined batch of requests.
 
