@@ -46,6 +46,10 @@ class ArpRewrite:
         cmds.append(f'add rule arp {self.table} {CHAIN} {self.rule()} comment "{comment}"')
         return cmds
 
+    def expected_comments(self, comment: str) -> list[str]:
+        """What :meth:`comments` reads back from a table installed with ``comment``."""
+        return [comment]
+
     def delete_command(self) -> str:
         return f"delete table arp {self.table}"
 

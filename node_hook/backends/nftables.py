@@ -8,7 +8,8 @@ Kernel state (IPv4; ``ip6`` family and ``ip6 saddr`` for an IPv6 VIP)::
         iifname IF ip daddr VIP <service> jhash ip saddr mod N seed S offset 1 @owned meta pkttype set host accept
         iifname IF ip daddr VIP icmp type { <errors> } accept      # only if the service is not "all"
         iifname IF ip daddr VIP drop } }
-    table arp cif_<cluster> { chain out { ... arp saddr ip VIP arp saddr ether set MAC } }
+    table arp cif_<cluster> { chain out { ... arp saddr ip VIP arp saddr ether set MAC } }     # IPv4
+    table inet cif_<cluster> { chain nd_out { ... ND options: own MAC -> cluster MAC } }   # IPv6 (_nd.py)
 
 Why these choices:
 * ``offset 1`` numbers buckets 1..N like the map (and like xt_cluster's node numbers).
@@ -34,6 +35,7 @@ from node_hook.backends import _mcast, _prereq
 from node_hook.backends._arp import ArpRewrite
 from node_hook.backends._common import check_bucket, check_buckets
 from node_hook.backends._naming import nft_table_name
+from node_hook.backends._nd import NdRewrite, interface_mac
 from node_hook.backends._nft import NftSession, nft_available
 from node_hook.backends._service import Service, fingerprint
 from node_hook.backends.base import BucketBackend
@@ -54,9 +56,8 @@ class NftablesBackend(BucketBackend):
         self.table = nft_table_name(spec.name, prefix)
         self.family = "ip6" if spec.vip.version == 6 else "ip"
         self.service = Service.of(spec)
-        # IPv6 neighbour discovery is not rewritten (see docs/backends.md): IPv4 only.
-        self.arp = None if spec.vip.version == 6 else ArpRewrite(self.table, spec.interface, str(spec.vip),
-                                                                  spec.cluster_mac)
+        # ARP (IPv4) or neighbour discovery (IPv6) answers carry the cluster MAC
+        self.arp = _neighbour_rewrite(spec, self.table)
         self.rules = self._render_rules()
         self.fp = fingerprint("nftables", self.table, self.rules, self.arp)
         self._nft: NftSession | None = None
@@ -134,7 +135,7 @@ class NftablesBackend(BucketBackend):
         rewrite = comments != [self._comment(i) for i in range(len(self.rules))]
         arp_rewrite = False
         if self.arp is not None:
-            arp_rewrite = self.arp.comments(nft) != [self._comment(len(self.rules))]
+            arp_rewrite = self.arp.comments(nft) != self.arp.expected_comments(self._comment(len(self.rules)))
         return False, rewrite, arp_rewrite
 
     def install(self, initial: frozenset[int] = frozenset()) -> None:
@@ -193,11 +194,20 @@ class NftablesBackend(BucketBackend):
         cmds = []
         if nft.list_json(f"table {self.family} {self.table}") is not None:
             cmds.append(f"delete table {self.family} {self.table}")
-        if self.arp is not None and nft.list_json(f"table arp {self.table}") is not None:
+        if self.arp is not None and self.arp.comments(nft) is not None:
             cmds.append(self.arp.delete_command())
         if cmds:
             nft.run("\n".join(cmds), f"removing nftables cluster {self.spec.name}")
         _mcast.leave(self.spec.interface, self.spec.cluster_mac)
+
+
+def _neighbour_rewrite(spec: ClusterSpec, table: str) -> ArpRewrite | NdRewrite | None:
+    """The ARP (IPv4) or ND (IPv6) rewrite of the cluster; None for IPv6 on an interface not there yet
+    (check_prerequisites reports that, and install() is never reached)."""
+    if spec.vip.version == 4:
+        return ArpRewrite(table, spec.interface, str(spec.vip), spec.cluster_mac)
+    own = interface_mac(spec.interface)
+    return None if own is None else NdRewrite(table, spec.interface, str(spec.vip), spec.cluster_mac, own)
 
 
 def _elements(items: list[dict[str, object]]) -> frozenset[int]:

@@ -174,3 +174,46 @@ def test_only_the_service_is_balanced(
         tcp = tcp_probe(topo, PORT, timeout_s=1.0)
         assert all(v is None for v in tcp.values()), "non-service TCP reached a host"
         print(f"{backend}: non-service udp/7001 and tcp/7000 answered by no host for 200/200 sources")
+
+
+def test_nftables_ipv6_clients_resolve_the_vip_to_the_cluster_mac(
+    lab_factory: Callable[..., LabTopology], drivers: dict[str, Driver]
+) -> None:
+    """IPv6 without a static neighbour entry: ND answers carry the cluster MAC (backends/_nd.py), so
+    every source reaches every host and exactly the predicted one answers, over UDP and TCP."""
+    topo = lab_factory(hosts=4, client_sources=64, client_static_neigh=False, ipv6=True)
+    assert topo.vip6 is not None and len(topo.client_sources6) == 64
+    spec = make_spec("nftables", name="lab6", vip=topo.vip6, cluster_mac=topo.cluster_mac)
+    for host in topo.hosts:
+        drivers[host.name] = Driver(host.namespace, spec, host.name).start()
+        assert drivers[host.name].call("prereq")["problems"] == []
+        drivers[host.name].call("install", initial=[host.index])
+    owners: dict[int, str | None] = {k: f"h{k}" for k in range(1, 5)}
+    sources = topo.client_sources6
+    bucket_of = buckets_of_sources(spec, sources)
+    assert set(bucket_of.values()) == {1, 2, 3, 4}
+    expected = expected_hosts(bucket_of, owners)
+    nstat_before = nsexec(topo.client_ns, ["nstat", "-az", "Icmp6InCsumErrors"]).stdout
+    with Responders(topo, PORT):
+        matched, problems = compare_udp(udp_probe(topo, PORT, sources, window_s=0.6), expected)
+        print(f"nftables IPv6: udp matched {matched}/{len(expected)}")
+        assert not problems, problems
+        matched, problems = compare_tcp(tcp_probe(topo, PORT, sources, timeout_s=2.0), expected)
+        print(f"nftables IPv6: tcp matched {matched}/{len(expected)}")
+        assert not problems, problems
+    neigh = nsexec(topo.client_ns, ["ip", "-6", "neigh", "show", topo.vip6]).stdout
+    assert topo.cluster_mac in neigh.lower(), f"client resolved the IPv6 VIP to {neigh!r}, not the cluster MAC"
+    csum_errors = nsexec(topo.client_ns, ["nstat", "-az", "Icmp6InCsumErrors"]).stdout
+    assert _counter(csum_errors) == _counter(nstat_before), "the ND rewrite broke an ICMPv6 checksum"
+    for host in topo.hosts:
+        drivers[host.name].call("remove")
+        assert "nd_out" not in nsexec(host.namespace, ["nft", "list", "ruleset"]).stdout
+
+
+def _counter(nstat_output: str) -> int:
+    """The value of the one counter an ``nstat -az NAME`` printed (0 if absent)."""
+    for line in nstat_output.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].startswith("Icmp6") and parts[1].isdigit():
+            return int(parts[1])
+    return 0
