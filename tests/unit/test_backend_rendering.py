@@ -13,6 +13,7 @@ from controller.core.errors import BackendError
 from controller.core.model import ClusterSpec, HashSettings, HostSpec
 from node_hook.backends import _mcast, create_backend
 from node_hook.backends._naming import IPT_CHAIN_MAX, ipt_chain_name, nft_table_name
+from node_hook.backends._nd import NdRewrite
 from node_hook.backends._service import Service
 from node_hook.backends.clusterip import ClusterIPBackend
 from node_hook.backends.nftables import NftablesBackend, _elements
@@ -65,9 +66,16 @@ def test_nftables_rules_text() -> None:
     assert "flush chain ip cif_unix0 pre" in again and "add element" not in again and "table arp" not in again
 
 
-def test_nftables_ipv6_and_protocol_all() -> None:
+def test_nftables_ipv6_and_protocol_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    import node_hook.backends.nftables as nft_module
+
+    monkeypatch.setattr(nft_module, "interface_mac", lambda interface: "02:00:00:00:00:11")
     v6 = NftablesBackend(dataclasses.replace(SPEC, vip=ipaddress.ip_address("2001:2::100")), "h1")
-    assert v6.family == "ip6" and v6.arp is None
+    assert v6.family == "ip6" and isinstance(v6.arp, NdRewrite)
+    text = v6.install_commands(frozenset({1}), fresh=True, rewrite=False, arp_rewrite=False)
+    assert "add table inet cif_unix0" in text and "nd-neighbor-advert" in text and "table arp" not in text
+    monkeypatch.setattr(nft_module, "interface_mac", lambda interface: None)  # interface not there yet
+    assert NftablesBackend(dataclasses.replace(SPEC, vip=ipaddress.ip_address("2001:2::100")), "h1").arp is None
     assert "jhash ip6 saddr mod 4" in v6.rules[0] and "nd-neighbor-solicit" in v6.rules[1]
     everything = NftablesBackend(dataclasses.replace(SPEC, ports=(), protocol="all"), "h1")
     assert len(everything.rules) == 2 and everything.rules[1].endswith("drop")
