@@ -27,6 +27,15 @@ without delaying the detection of a hang (a SIGSTOPped sshd never answers at all
   failures are *held* at SUSPECT (like Envoy's max-ejection percent) for at most ``hold_max_s``
   without a sign of life (any answer: a banner, late or not, or a login), after which a host that
   still never answered goes DOWN. Definite failures are never held.
+* **A login that times out while banners answer is held.** On a saturated machine a paramiko
+  login (key exchange, auth, exec: hundreds of ms of CPU on both sides) times out long before a
+  banner does, so level 2 would fail a host that level 1 shows alive. A level-2 *timeout* streak
+  is held at SUSPECT while the host's banners (in time or late) came within
+  ``login_hold_window_s``, for at most ``hold_max_s`` from the start of the hold (banners do not
+  restart it): a host whose logins only ever time out (a fork bomb that starves the host rather
+  than failing the fork) still goes DOWN, about ``hold_max_s`` later. Clean login failures (key
+  rejected, host key changed, session refused because sshd cannot fork) are definite and never
+  held; neither are closed connections.
 
 Each probe level (1 = banner, 2 = login) has its own counters: the frequent banner successes of a
 fork-bombed host must not wash out the failures of its rare logins. The host is
@@ -57,6 +66,10 @@ class ProbeResult:
     ``late`` marks a banner that arrived after its probe had already been reported as a timeout:
     ``ok`` is True and ``latency_ms`` is the real latency; it resets the failure streak but does
     not count towards ``rise``.
+
+    ``timeout`` marks a failure where the host simply did not answer in time (connect, banner or
+    login deadline), as opposed to a clean failure (refused, closed, rejected): only a level-2
+    timeout may be held while banners prove the host alive.
     """
 
     host_id: str
@@ -67,6 +80,7 @@ class ProbeResult:
     at: float
     definite: bool = False
     late: bool = False
+    timeout: bool = False
 
 
 class _LevelState(enum.Enum):
@@ -95,6 +109,11 @@ class _LevelCounters:
     held_note: str = ""
     #: latency of the last late banner while no in-time success followed it (None: not slow)
     slow_ms: float | None = None
+    #: when this level last got an in-time success
+    last_ok_at: float = float("-inf")
+    #: level 2: when the hold of its timeout streak by level-1 proof of life began (None: not held);
+    #: never restarted by banners, so the hold is bounded by hold_max_s
+    alive_held_since: float | None = None
 
 
 @dataclass
@@ -131,6 +150,9 @@ class Thresholds:
     ``correlated_window_s``: per level, how recent a host's last soft failure must be to count as
     failing "at the same moment" (the scheduler derives it from the probe timings).
     ``late_banner_s``: how long the prober waits for a late banner (see ``observe``).
+    ``login_hold_window_s``: a level-2 timeout is held while a level-1 banner (in time or late)
+    came at most this long before it (the scheduler uses the late-banner wait: a banner of a busy
+    host may arrive that late).
     """
 
     fall: int = 3
@@ -144,6 +166,7 @@ class Thresholds:
     hold_max_s: float = 10.0
     correlated_window_s: tuple[float, float] = (1.45, 2.5)
     late_banner_s: float = 8.0
+    login_hold_window_s: float = 8.0
 
     def __post_init__(self) -> None:
         for name in ("fall", "rise", "definite_fall"):
@@ -158,6 +181,8 @@ class Thresholds:
                 f"({self.banner_timeout_s}) > 0: fix the config")
         if self.correlated_fraction <= 0 or self.hold_max_s < 0 or self.rto_k < 0:
             raise ValueError("probe correlated_fraction must be > 0, hold_max_s and rto_k >= 0: fix the config")
+        if self.login_hold_window_s < 0:
+            raise ValueError(f"probe login_hold_window_s must be >= 0 (got {self.login_hold_window_s}): fix the config")
 
 
 class HealthTracker:
@@ -272,6 +297,7 @@ class HealthTracker:
         c.fails = 0
         c.definite_fails = 0
         c.held_since = None
+        c.alive_held_since = None
         c.slow_ms = late_ms if late_ms is not None else 0.0
 
     def _count(self, host: _HostCounters, c: _LevelCounters, r: ProbeResult) -> None:
@@ -281,7 +307,9 @@ class HealthTracker:
             c.fails = 0
             c.definite_fails = 0
             c.held_since = None
+            c.alive_held_since = None
             c.slow_ms = None
+            c.last_ok_at = r.at
             if c.state is not _LevelState.UP and c.oks >= t.rise:
                 if c.state is _LevelState.DOWN:
                     c.rose_at = r.at
@@ -297,7 +325,20 @@ class HealthTracker:
         if c.definite_fails >= t.definite_fall:
             c.state = _LevelState.DOWN
             c.held_since = None
+            c.alive_held_since = None
         elif c.fails >= t.fall and c.state is not _LevelState.DOWN:
+            if r.level == 2 and r.timeout and self._banners_alive(host, r.at):
+                if c.alive_held_since is None:
+                    c.alive_held_since = r.at
+                held_for = r.at - c.alive_held_since
+                if held_for < t.hold_max_s:
+                    return  # held: SUSPECT, not DOWN (see _judge for the reason shown)
+                c.reason = (f"{r.reason}; held {held_for:.1f} s while banners showed sshd alive, "
+                            "logins kept timing out (fork bomb or starved host?)")
+                c.state = _LevelState.DOWN
+                c.held_since = None
+                c.alive_held_since = None
+                return
             slow, total = self._slow_at_once(host, r.at) if not r.definite else (0, 0)
             if slow >= 2 and slow > t.correlated_fraction * total:
                 c.held_note = f"held: {slow} of {total} hosts slow at once"
@@ -308,6 +349,17 @@ class HealthTracker:
                 c.reason = f"{r.reason}; held {r.at - c.held_since:.1f} s, no sign of life"
             c.state = _LevelState.DOWN
             c.held_since = None
+            c.alive_held_since = None
+
+    def _banners_alive(self, host: _HostCounters, at: float) -> bool:
+        """Level 1 is not DOWN and got a banner (in time or late) within ``login_hold_window_s``
+        before ``at``: sshd accepts connections and answers, so a login timing out meanwhile is more
+        likely a starved login than a dead host."""
+        banner = host.levels.get(1)
+        if banner is None or banner.state is _LevelState.DOWN:
+            return False
+        last = max(banner.last_ok_at, banner.last_late_at)
+        return at - last <= self._t.login_hold_window_s
 
     def _slow_now(self, host: _HostCounters, at: float) -> bool:
         """Not DOWN, and slow at ``at``: a level in a soft-failure streak (its last result a timeout
@@ -358,7 +410,10 @@ class HealthTracker:
         if failing:
             lv = failing[0]
             c = levels[lv]
-            if c.held_since is not None:
+            if c.alive_held_since is not None:
+                why = (f"level {lv}: {c.reason} ({c.fails} in a row), held: banners show sshd alive "
+                       f"(at most {self._t.hold_max_s:g} s)")
+            elif c.held_since is not None:
                 why = f"level {lv}: {c.reason} ({c.fails} in a row), {c.held_note}"
             else:
                 why = f"level {lv}: {c.reason} ({c.fails} of {self._t.fall})"
