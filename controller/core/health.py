@@ -32,10 +32,12 @@ without delaying the detection of a hang (a SIGSTOPped sshd never answers at all
   banner does, so level 2 would fail a host that level 1 shows alive. A level-2 *timeout* streak
   is held at SUSPECT while the host's banners (in time or late) came within
   ``login_hold_window_s``, for at most ``hold_max_s`` from the start of the hold (banners do not
-  restart it): a host whose logins only ever time out (a fork bomb that starves the host rather
-  than failing the fork) still goes DOWN, about ``hold_max_s`` later. Clean login failures (key
-  rejected, host key changed, session refused because sshd cannot fork) are definite and never
-  held; neither are closed connections.
+  restart it): a host whose logins alone only ever time out (a fork bomb that starves the host
+  rather than failing the fork) still goes DOWN, about ``hold_max_s`` later. When most hosts are
+  in that state at once, the correlated hold above takes over (held while banners keep coming):
+  on a saturated machine no login may finish for minutes. Clean login failures (key rejected,
+  host key changed, session refused because sshd cannot fork) are definite and never held;
+  neither are closed connections.
 
 Each probe level (1 = banner, 2 = login) has its own counters: the frequent banner successes of a
 fork-bombed host must not wash out the failures of its rare logins. The host is
@@ -327,18 +329,17 @@ class HealthTracker:
             c.held_since = None
             c.alive_held_since = None
         elif c.fails >= t.fall and c.state is not _LevelState.DOWN:
+            alive_note = ""
             if r.level == 2 and r.timeout and self._banners_alive(host, r.at):
                 if c.alive_held_since is None:
                     c.alive_held_since = r.at
                 held_for = r.at - c.alive_held_since
                 if held_for < t.hold_max_s:
                     return  # held: SUSPECT, not DOWN (see _judge for the reason shown)
-                c.reason = (f"{r.reason}; held {held_for:.1f} s while banners showed sshd alive, "
-                            "logins kept timing out (fork bomb or starved host?)")
-                c.state = _LevelState.DOWN
-                c.held_since = None
-                c.alive_held_since = None
-                return
+                # Bound reached. Alone, this is a host whose logins only time out (a fork bomb
+                # starving it): DOWN. Most hosts at once: the correlated hold below decides.
+                alive_note = (f"; held {held_for:.1f} s while banners showed sshd alive, logins kept timing "
+                              "out (fork bomb or starved host?)")
             slow, total = self._slow_at_once(host, r.at) if not r.definite else (0, 0)
             if slow >= 2 and slow > t.correlated_fraction * total:
                 c.held_note = f"held: {slow} of {total} hosts slow at once"
@@ -347,6 +348,8 @@ class HealthTracker:
                 if r.at - c.held_since < t.hold_max_s:
                     return  # held: SUSPECT, not DOWN
                 c.reason = f"{r.reason}; held {r.at - c.held_since:.1f} s, no sign of life"
+            elif alive_note:
+                c.reason = r.reason + alive_note
             c.state = _LevelState.DOWN
             c.held_since = None
             c.alive_held_since = None
@@ -410,11 +413,11 @@ class HealthTracker:
         if failing:
             lv = failing[0]
             c = levels[lv]
-            if c.alive_held_since is not None:
-                why = (f"level {lv}: {c.reason} ({c.fails} in a row), held: banners show sshd alive "
-                       f"(at most {self._t.hold_max_s:g} s)")
-            elif c.held_since is not None:
+            if c.held_since is not None:
                 why = f"level {lv}: {c.reason} ({c.fails} in a row), {c.held_note}"
+            elif c.alive_held_since is not None:
+                why = (f"level {lv}: {c.reason} ({c.fails} in a row), held: banners show sshd alive "
+                       f"(alone: at most {self._t.hold_max_s:g} s)")
             else:
                 why = f"level {lv}: {c.reason} ({c.fails} of {self._t.fall})"
             return (Health.SUSPECT if healthy_before else Health.UNKNOWN), why

@@ -472,3 +472,48 @@ def test_definite_and_closed_login_failures_are_never_held_by_banners() -> None:
 def test_login_hold_window_is_validated() -> None:
     with pytest.raises(ValueError, match="login_hold_window_s"):
         Thresholds(login_hold_window_s=-1)
+
+
+def fleet2(n: int) -> HealthTracker:
+    """n hosts probed at both levels, all UP."""
+    hosts = [f"h{i}" for i in range(n)]
+    t = HealthTracker(Thresholds(3, 3, 2, (1, 2), hold_max_s=10.0, correlated_window_s=(1.45, 4.0),
+                                 login_hold_window_s=8.0), hosts)
+    for i in range(3):
+        for h in hosts:
+            t.observe(ok(1, i * 0.15, host=h))
+            t.observe(ok(2, i * 0.15, host=h))
+    assert all(v.state is Health.UP for v in t.snapshot().values())
+    return t
+
+
+def test_logins_timing_out_on_most_hosts_at_once_are_held_while_banners_come() -> None:
+    """The saturated benchmark: for minutes no login of any host finishes, banners come late."""
+    t = fleet2(4)
+    at = 10.0
+    while at < 310.0:
+        for i, h in enumerate(("h0", "h1", "h2", "h3")):
+            t.observe(login_timeout(at + i * 0.3, host=h))
+            t.observe(late(at + i * 0.3 + 1.0, host=h, ms=5600.0))
+        at += 2.5
+    assert all(v.state is Health.SUSPECT for v in t.snapshot().values()), t.snapshot()
+    assert "hosts slow at once" in t.health("h0").reason
+    assert t.take_notes()[0].startswith("correlated slowness")
+
+
+def test_one_host_whose_logins_time_out_among_healthy_ones_goes_down_after_the_bound() -> None:
+    """A fork bomb starving one host: its banners still come, its logins never finish; the others
+    are fine. Bounded: DOWN about hold_max_s after the hold began."""
+    t = fleet2(4)
+    at = 10.0
+    while t.health("h0").state is not Health.DOWN and at < 60.0:
+        for h in ("h0", "h1", "h2", "h3"):
+            t.observe(ok(1, at, host=h))
+        t.observe(login_timeout(at + 0.1, host="h0"))
+        for h in ("h1", "h2", "h3"):
+            t.observe(ok(2, at + 0.1, host=h))
+        at += 2.5
+    d = t.health("h0")
+    assert d.state is Health.DOWN and "while banners showed sshd alive" in d.reason, d
+    assert at - 10.0 <= 3 * 2.5 + 10.0 + 2.5
+    assert all(t.health(h).state is Health.UP for h in ("h1", "h2", "h3"))
