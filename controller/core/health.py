@@ -25,7 +25,8 @@ without delaying the detection of a hang (a SIGSTOPped sshd never answers at all
   hosts not yet DOWN (and at least two) are slow at the same moment (in a timeout streak, or just
   answered late), the likely cause is the controller's own side (its CPU, its network): their soft
   failures are *held* at SUSPECT (like Envoy's max-ejection percent) for at most ``hold_max_s``
-  without a sign of life (any answer: a banner, late or not, or a login), after which a host that
+  without a sign of life (any answer: a banner, late or not, a login, even one that ran out of
+  time after sshd's banner), after which a host that
   still never answered goes DOWN. Definite failures are never held.
 * **A login that times out while banners answer is held.** On a saturated machine a paramiko
   login (key exchange, auth, exec: hundreds of ms of CPU on both sides) times out long before a
@@ -72,6 +73,9 @@ class ProbeResult:
     ``timeout`` marks a failure where the host simply did not answer in time (connect, banner or
     login deadline), as opposed to a clean failure (refused, closed, rejected): only a level-2
     timeout may be held while banners prove the host alive.
+
+    ``answered`` marks a failure during which the server still answered (a login that got sshd's
+    banner, then timed out): a sign of life for the holds, never a success.
     """
 
     host_id: str
@@ -83,6 +87,7 @@ class ProbeResult:
     definite: bool = False
     late: bool = False
     timeout: bool = False
+    answered: bool = False
 
 
 class _LevelState(enum.Enum):
@@ -141,6 +146,8 @@ class _HostCounters:
     rto: _Rto = field(default_factory=_Rto)
     #: the adaptive timeout applies until then (a late banner showed the floor too short for it)
     adaptive_until: float = float("-inf")
+    #: when a failed login last got sshd's banner (a sign of life, see ProbeResult.answered)
+    last_login_answer_at: float = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -256,6 +263,8 @@ class HealthTracker:
         if host is None or result.level not in host.levels:
             return None
         c = host.levels[result.level]
+        if result.answered and not result.ok:
+            host.last_login_answer_at = max(host.last_login_answer_at, result.at)
         if result.level == 1 and result.ok and result.latency_ms is not None:
             host.last_latency_ms = result.latency_ms
             # Not while DOWN or just after: a hung sshd that resumes answers its whole backlog seconds
@@ -272,12 +281,13 @@ class HealthTracker:
             self._proof_of_life(c, result.latency_ms)
         else:
             self._count(host, c, result)
-        if result.ok:
-            # Any answer of sshd (a banner, late or not; a login) shows it alive, however slow:
-            # restart the holds of the host's other level (not its streak: that probe may have been
-            # accepted just before a hang).
+        if result.ok or result.answered:
+            # Any answer of sshd (a banner, late or not; a login, or a login that got the banner
+            # before it ran out of time) shows it alive, however slow: restart the holds of the
+            # host's other level (not its streak: that probe may have been accepted just before a
+            # hang), and of its own level when the answer did not end that level's streak.
             for lv, other in host.levels.items():
-                if lv != result.level and other.held_since is not None:
+                if (lv != result.level or not result.ok) and other.held_since is not None:
                     other.held_since = result.at
         if any(lc.held_since is not None for lc in host.levels.values()):
             self._held.add(result.host_id)
@@ -357,11 +367,11 @@ class HealthTracker:
     def _banners_alive(self, host: _HostCounters, at: float) -> bool:
         """Level 1 is not DOWN and got a banner (in time or late) within ``login_hold_window_s``
         before ``at``: sshd accepts connections and answers, so a login timing out meanwhile is more
-        likely a starved login than a dead host."""
+        likely a starved login than a dead host. A failed login that got the banner counts too."""
         banner = host.levels.get(1)
         if banner is None or banner.state is _LevelState.DOWN:
             return False
-        last = max(banner.last_ok_at, banner.last_late_at)
+        last = max(banner.last_ok_at, banner.last_late_at, host.last_login_answer_at)
         return at - last <= self._t.login_hold_window_s
 
     def _slow_now(self, host: _HostCounters, at: float) -> bool:

@@ -21,6 +21,9 @@ class ProbeError(ClusterIPFailoverError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+        #: the server still answered before this failure (a login that got sshd's banner and then
+        #: ran out of time): a sign of life for the health tracker, though not a success
+        self.answered = False
 
 
 class ProbeConfigError(ProbeError):

@@ -248,7 +248,7 @@ class ProbeScheduler:
             result = ProbeResult(target.host_id, 2, True, latency, "login ok", time.time())
         except ProbeError as err:
             result = ProbeResult(target.host_id, 2, False, None, err.reason, time.time(), err.definite,
-                                 timeout=err.timeout)
+                                 timeout=err.timeout, answered=err.answered)
         except Exception as exc:  # a bug in a probe must not silently stop this host's logins
             log.exception("level-2 probe of %s crashed", target.host_id)
             result = ProbeResult(target.host_id, 2, False, None, f"probe error: {exc}", time.time())

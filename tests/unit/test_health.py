@@ -517,3 +517,26 @@ def test_one_host_whose_logins_time_out_among_healthy_ones_goes_down_after_the_b
     assert d.state is Health.DOWN and "while banners showed sshd alive" in d.reason, d
     assert at - 10.0 <= 3 * 2.5 + 10.0 + 2.5
     assert all(t.health(h).state is Health.UP for h in ("h1", "h2", "h3"))
+
+
+def test_a_login_that_got_the_banner_before_timing_out_is_a_sign_of_life() -> None:
+    """Banners too slow even to arrive late, but logins still get sshd's banner before their
+    deadline: the held hosts are alive; without that answer they go DOWN at the hold bound."""
+    for answered in (True, False):
+        t = fleet2(4)
+        at = 10.0
+        k = 0
+        while at < 60.0:
+            for h in ("h0", "h1", "h2", "h3"):
+                t.observe(fail(1, at, host=h))
+            if k % 16 == 0:  # every 2.4 s a login per host runs out of time
+                for h in ("h0", "h1", "h2", "h3"):
+                    t.observe(ProbeResult(h, 2, False, None, "login timeout 2000 ms during key exchange", at,
+                                          timeout=True, answered=answered))
+            at += 0.15
+            k += 1
+        states = {v.state for v in t.snapshot().values()}
+        if answered:
+            assert states == {Health.SUSPECT}, t.snapshot()
+        else:
+            assert Health.DOWN in states, t.snapshot()  # "held 10.0 s, no sign of life"
