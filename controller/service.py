@@ -63,6 +63,9 @@ class ClusterLoop:
     last_alerts: tuple[str, ...] = ()
     last_health: Mapping[str, HostHealth] = field(default_factory=dict)
     history_writes: int = 0
+    #: version the map znode gets from our own write in flight or just done (None: none); its watch
+    #: event needs no new cycle
+    own_map_version: int | None = None
 
 
 class ControllerService:
@@ -119,9 +122,20 @@ class ControllerService:
         def poke(*_args: object) -> None:
             self._poke()
 
+        loop = self.loops[spec.name]
+
+        def map_changed(_data: object, stat: object, *_event: object) -> None:
+            # Our own write needs no cycle: it would only re-read and re-plan the same map, right
+            # when the hook's acknowledgement of that write is about to arrive (the handoff's path).
+            # A foreign write cannot slip through here: if it took that version first, our write
+            # failed, and a failed write re-plans anyway.
+            if stat is not None and getattr(stat, "version", None) == loop.own_map_version:
+                return
+            self._poke()
+
         name = spec.name
         ChildrenWatch(self.client, layout.members_path(name), poke)
-        DataWatch(self.client, layout.map_path(name), poke)
+        DataWatch(self.client, layout.map_path(name), map_changed)
         DataWatch(self.client, layout.intents_path(name), poke)
         for host in spec.host_ids:
             DataWatch(self.client, layout.status_path(name, host), poke)
@@ -225,6 +239,7 @@ class ControllerService:
         summary = decision.summary
         timings: dict[str, float] = {}
         if decision.changed:
+            loop.own_map_version = snap.map_version + 1 if snap.map_version >= 0 else 0
             wrote = loop.store.write_map(decision.map, snap.map_version, fence)
             timings = {
                 "event": (started_mono - poked_at) * 1000 if poked_at is not None else float("nan"),
