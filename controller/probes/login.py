@@ -134,6 +134,10 @@ class LoginProber:
             if not channel.status_event.wait(_left(deadline)):
                 raise LoginTimeout(f"login timeout {self.login_timeout_s * 1000:.0f} ms waiting for {self.command!r}")
             status = channel.recv_exit_status()
+            if status == -1 and (expired.is_set() or time.monotonic() >= deadline):
+                # No exit status because our watchdog cut the connection at the deadline (the
+                # status event fires on close too): a timeout, not a command that failed.
+                raise LoginTimeout(f"login timeout {self.login_timeout_s * 1000:.0f} ms waiting for {self.command!r}")
             if status != 0:
                 raise ExecFailed(f"exec failed: {self.command!r} exited {status}{_stderr(channel)}")
             return (time.monotonic() - started) * 1000.0
