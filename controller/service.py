@@ -47,6 +47,9 @@ class CycleResult:
     decision: Decision | None = None
     alerts: tuple[str, ...] = ()
     duration_s: float = 0.0
+    #: where the time of a writing cycle went (ms): since the event that woke the loop, snapshot,
+    #: plan, map write; for the decision log and the handoff benchmark's breakdown
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -60,6 +63,9 @@ class ClusterLoop:
     last_alerts: tuple[str, ...] = ()
     last_health: Mapping[str, HostHealth] = field(default_factory=dict)
     history_writes: int = 0
+    #: version the map znode gets from our own write in flight or just done (None: none); its watch
+    #: event needs no new cycle
+    own_map_version: int | None = None
 
 
 class ControllerService:
@@ -88,6 +94,9 @@ class ControllerService:
         }
         self._thread: threading.Thread | None = None
         self.cycles = 0
+        #: monotonic time of the first wake-up request not yet served (tracing only: a race may
+        #: lose one stamp, never a wake-up)
+        self._poked_at: float | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -100,7 +109,7 @@ class ControllerService:
             )
         for loop in self.loops.values():
             loop.store.ensure_paths()
-            loop.health.subscribe(lambda _h: self.wake.set())
+            loop.health.subscribe(lambda _h: self._poke())
             loop.health.start()
             self._watch(loop.spec)
         self._thread = threading.Thread(target=self._run, name="controller", daemon=True)
@@ -111,14 +120,31 @@ class ControllerService:
         """Watches only wake the loop; the cycle re-reads everything (level-triggered)."""
 
         def poke(*_args: object) -> None:
-            self.wake.set()
+            self._poke()
+
+        loop = self.loops[spec.name]
+
+        def map_changed(_data: object, stat: object, *_event: object) -> None:
+            # Our own write needs no cycle: it would only re-read and re-plan the same map, right
+            # when the hook's acknowledgement of that write is about to arrive (the handoff's path).
+            # A foreign write cannot slip through here: if it took that version first, our write
+            # failed, and a failed write re-plans anyway.
+            if stat is not None and getattr(stat, "version", None) == loop.own_map_version:
+                return
+            self._poke()
 
         name = spec.name
         ChildrenWatch(self.client, layout.members_path(name), poke)
-        DataWatch(self.client, layout.map_path(name), poke)
+        DataWatch(self.client, layout.map_path(name), map_changed)
         DataWatch(self.client, layout.intents_path(name), poke)
         for host in spec.host_ids:
             DataWatch(self.client, layout.status_path(name, host), poke)
+
+    def _poke(self) -> None:
+        """Wake the loop, remembering when the first unserved event came (for the decision log)."""
+        if self._poked_at is None:
+            self._poked_at = time.monotonic()
+        self.wake.set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -160,6 +186,7 @@ class ControllerService:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.wake.wait(timeout=self._next_wait())
+            poked_at, self._poked_at = self._poked_at, None
             self.wake.clear()
             if self._stop.is_set():
                 break
@@ -171,7 +198,7 @@ class ControllerService:
                 continue
             for loop in self.loops.values():
                 try:
-                    result = self.cycle(loop, leader)
+                    result = self.cycle(loop, leader, poked_at)
                 except (ClusterIPFailoverError, SchemaError) as exc:
                     log.warning("cluster %s: cycle failed: %s", loop.spec.name, exc)
                     time.sleep(0.05)
@@ -184,9 +211,14 @@ class ControllerService:
                     self.on_cycle(result)
             self.cycles += 1
 
-    def cycle(self, loop: ClusterLoop, leader: bool) -> CycleResult:
-        """Read one snapshot, plan, and (leader only) write; return what happened."""
+    def cycle(self, loop: ClusterLoop, leader: bool, poked_at: float | None = None) -> CycleResult:
+        """Read one snapshot, plan, and (leader only) write; return what happened.
+
+        ``poked_at``: when the event that woke this cycle came (monotonic), so the decision log can
+        say how long the reaction took and where the time went.
+        """
         started = time.perf_counter()
+        started_mono = time.monotonic()
         spec = loop.spec
         health = loop.health.snapshot()
         # Captured once: if leadership is suspended mid-cycle, fence_path turns None, and writing
@@ -196,15 +228,25 @@ class ControllerService:
         if not leader or fence is None or leader_since is None:
             return CycleResult(spec.name, "follower: watching, not writing", duration_s=time.perf_counter() - started)
         snap = loop.store.snapshot()
+        read = time.perf_counter()
         view = ClusterView(spec, snap.map, snap.map_version, health, snap.members, snap.statuses, snap.intents)
         now = time.time()
         trust_absence = time.monotonic() - leader_since >= self.absence_grace_s
         decision = plan(view, now, trust_absence=trust_absence)
+        planned = time.perf_counter()
         alerts = self._alerts(view) + snap.problems
         wrote = False
         summary = decision.summary
+        timings: dict[str, float] = {}
         if decision.changed:
+            loop.own_map_version = snap.map_version + 1 if snap.map_version >= 0 else 0
             wrote = loop.store.write_map(decision.map, snap.map_version, fence)
+            timings = {
+                "event": (started_mono - poked_at) * 1000 if poked_at is not None else float("nan"),
+                "snapshot": (read - started) * 1000,
+                "plan": (planned - read) * 1000,
+                "write": (time.perf_counter() - planned) * 1000,
+            }
             if wrote:
                 self._record(loop, decision, now)
             else:
@@ -215,7 +257,7 @@ class ControllerService:
             loop.store.write_health_async(health)  # for operators only: off the handoff's path
             loop.last_health = health
         if summary != loop.last_summary:
-            log.info("cluster %s: %s", spec.name, summary)
+            log.info("cluster %s: %s%s", spec.name, summary, _timing_note(timings) if wrote else "")
             loop.last_summary = summary
         if alerts != loop.last_alerts:
             for alert in alerts:
@@ -224,7 +266,7 @@ class ControllerService:
             loop.last_alerts = alerts
         if decision.waiting and not wrote:
             pass  # the hook's status watch will wake us when it acknowledges
-        return CycleResult(spec.name, summary, wrote, decision, alerts, time.perf_counter() - started)
+        return CycleResult(spec.name, summary, wrote, decision, alerts, time.perf_counter() - started, timings)
 
     def _alerts(self, view: ClusterView) -> tuple[str, ...]:
         alerts: list[str] = []
@@ -267,3 +309,12 @@ class ControllerService:
                 loop.history_writes = 0
         except CoordinationError as exc:
             log.warning("cluster %s: history not recorded: %s", loop.spec.name, exc)
+
+
+def _timing_note(t: Mapping[str, float]) -> str:
+    """`` [woke 0.3 ms after the event; snapshot 1.1 ms, plan 0.2 ms, write 1.4 ms]``: the controller's
+    share of a handoff's latency, on the decision's own log line (a trace without a tracer)."""
+    if not t:
+        return ""
+    return (f" [woke {t['event']:.1f} ms after the event; snapshot {t['snapshot']:.1f} ms, plan {t['plan']:.1f} ms, "
+            f"write {t['write']:.1f} ms]")

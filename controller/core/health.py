@@ -25,8 +25,20 @@ without delaying the detection of a hang (a SIGSTOPped sshd never answers at all
   hosts not yet DOWN (and at least two) are slow at the same moment (in a timeout streak, or just
   answered late), the likely cause is the controller's own side (its CPU, its network): their soft
   failures are *held* at SUSPECT (like Envoy's max-ejection percent) for at most ``hold_max_s``
-  without a sign of life (any answer: a banner, late or not, or a login), after which a host that
+  without a sign of life (any answer: a banner, late or not, a login, even one that ran out of
+  time after sshd's banner), after which a host that
   still never answered goes DOWN. Definite failures are never held.
+* **A login that times out while banners answer is held.** On a saturated machine a paramiko
+  login (key exchange, auth, exec: hundreds of ms of CPU on both sides) times out long before a
+  banner does, so level 2 would fail a host that level 1 shows alive. A level-2 *timeout* streak
+  is held at SUSPECT while the host's banners (in time or late) came within
+  ``login_hold_window_s``, for at most ``hold_max_s`` from the start of the hold (banners do not
+  restart it): a host whose logins alone only ever time out (a fork bomb that starves the host
+  rather than failing the fork) still goes DOWN, about ``hold_max_s`` later. When most hosts are
+  in that state at once, the correlated hold above takes over (held while banners keep coming):
+  on a saturated machine no login may finish for minutes. Clean login failures (key rejected,
+  host key changed, session refused because sshd cannot fork) are definite and never held;
+  neither are closed connections.
 
 Each probe level (1 = banner, 2 = login) has its own counters: the frequent banner successes of a
 fork-bombed host must not wash out the failures of its rare logins. The host is
@@ -57,6 +69,13 @@ class ProbeResult:
     ``late`` marks a banner that arrived after its probe had already been reported as a timeout:
     ``ok`` is True and ``latency_ms`` is the real latency; it resets the failure streak but does
     not count towards ``rise``.
+
+    ``timeout`` marks a failure where the host simply did not answer in time (connect, banner or
+    login deadline), as opposed to a clean failure (refused, closed, rejected): only a level-2
+    timeout may be held while banners prove the host alive.
+
+    ``answered`` marks a failure during which the server still answered (a login that got sshd's
+    banner, then timed out): a sign of life for the holds, never a success.
     """
 
     host_id: str
@@ -67,6 +86,8 @@ class ProbeResult:
     at: float
     definite: bool = False
     late: bool = False
+    timeout: bool = False
+    answered: bool = False
 
 
 class _LevelState(enum.Enum):
@@ -95,6 +116,11 @@ class _LevelCounters:
     held_note: str = ""
     #: latency of the last late banner while no in-time success followed it (None: not slow)
     slow_ms: float | None = None
+    #: when this level last got an in-time success
+    last_ok_at: float = float("-inf")
+    #: level 2: when the hold of its timeout streak by level-1 proof of life began (None: not held);
+    #: never restarted by banners, so the hold is bounded by hold_max_s
+    alive_held_since: float | None = None
 
 
 @dataclass
@@ -120,6 +146,8 @@ class _HostCounters:
     rto: _Rto = field(default_factory=_Rto)
     #: the adaptive timeout applies until then (a late banner showed the floor too short for it)
     adaptive_until: float = float("-inf")
+    #: when a failed login last got sshd's banner (a sign of life, see ProbeResult.answered)
+    last_login_answer_at: float = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -131,6 +159,9 @@ class Thresholds:
     ``correlated_window_s``: per level, how recent a host's last soft failure must be to count as
     failing "at the same moment" (the scheduler derives it from the probe timings).
     ``late_banner_s``: how long the prober waits for a late banner (see ``observe``).
+    ``login_hold_window_s``: a level-2 timeout is held while a level-1 banner (in time or late)
+    came at most this long before it (the scheduler uses the late-banner wait: a banner of a busy
+    host may arrive that late).
     """
 
     fall: int = 3
@@ -144,6 +175,7 @@ class Thresholds:
     hold_max_s: float = 10.0
     correlated_window_s: tuple[float, float] = (1.45, 2.5)
     late_banner_s: float = 8.0
+    login_hold_window_s: float = 8.0
 
     def __post_init__(self) -> None:
         for name in ("fall", "rise", "definite_fall"):
@@ -158,6 +190,8 @@ class Thresholds:
                 f"({self.banner_timeout_s}) > 0: fix the config")
         if self.correlated_fraction <= 0 or self.hold_max_s < 0 or self.rto_k < 0:
             raise ValueError("probe correlated_fraction must be > 0, hold_max_s and rto_k >= 0: fix the config")
+        if self.login_hold_window_s < 0:
+            raise ValueError(f"probe login_hold_window_s must be >= 0 (got {self.login_hold_window_s}): fix the config")
 
 
 class HealthTracker:
@@ -229,6 +263,8 @@ class HealthTracker:
         if host is None or result.level not in host.levels:
             return None
         c = host.levels[result.level]
+        if result.answered and not result.ok:
+            host.last_login_answer_at = max(host.last_login_answer_at, result.at)
         if result.level == 1 and result.ok and result.latency_ms is not None:
             host.last_latency_ms = result.latency_ms
             # Not while DOWN or just after: a hung sshd that resumes answers its whole backlog seconds
@@ -245,12 +281,13 @@ class HealthTracker:
             self._proof_of_life(c, result.latency_ms)
         else:
             self._count(host, c, result)
-        if result.ok:
-            # Any answer of sshd (a banner, late or not; a login) shows it alive, however slow:
-            # restart the holds of the host's other level (not its streak: that probe may have been
-            # accepted just before a hang).
+        if result.ok or result.answered:
+            # Any answer of sshd (a banner, late or not; a login, or a login that got the banner
+            # before it ran out of time) shows it alive, however slow: restart the holds of the
+            # host's other level (not its streak: that probe may have been accepted just before a
+            # hang), and of its own level when the answer did not end that level's streak.
             for lv, other in host.levels.items():
-                if lv != result.level and other.held_since is not None:
+                if (lv != result.level or not result.ok) and other.held_since is not None:
                     other.held_since = result.at
         if any(lc.held_since is not None for lc in host.levels.values()):
             self._held.add(result.host_id)
@@ -272,6 +309,7 @@ class HealthTracker:
         c.fails = 0
         c.definite_fails = 0
         c.held_since = None
+        c.alive_held_since = None
         c.slow_ms = late_ms if late_ms is not None else 0.0
 
     def _count(self, host: _HostCounters, c: _LevelCounters, r: ProbeResult) -> None:
@@ -281,7 +319,9 @@ class HealthTracker:
             c.fails = 0
             c.definite_fails = 0
             c.held_since = None
+            c.alive_held_since = None
             c.slow_ms = None
+            c.last_ok_at = r.at
             if c.state is not _LevelState.UP and c.oks >= t.rise:
                 if c.state is _LevelState.DOWN:
                     c.rose_at = r.at
@@ -297,7 +337,19 @@ class HealthTracker:
         if c.definite_fails >= t.definite_fall:
             c.state = _LevelState.DOWN
             c.held_since = None
+            c.alive_held_since = None
         elif c.fails >= t.fall and c.state is not _LevelState.DOWN:
+            alive_note = ""
+            if r.level == 2 and r.timeout and self._banners_alive(host, r.at):
+                if c.alive_held_since is None:
+                    c.alive_held_since = r.at
+                held_for = r.at - c.alive_held_since
+                if held_for < t.hold_max_s:
+                    return  # held: SUSPECT, not DOWN (see _judge for the reason shown)
+                # Bound reached. Alone, this is a host whose logins only time out (a fork bomb
+                # starving it): DOWN. Most hosts at once: the correlated hold below decides.
+                alive_note = (f"; held {held_for:.1f} s while banners showed sshd alive, logins kept timing "
+                              "out (fork bomb or starved host?)")
             slow, total = self._slow_at_once(host, r.at) if not r.definite else (0, 0)
             if slow >= 2 and slow > t.correlated_fraction * total:
                 c.held_note = f"held: {slow} of {total} hosts slow at once"
@@ -306,8 +358,21 @@ class HealthTracker:
                 if r.at - c.held_since < t.hold_max_s:
                     return  # held: SUSPECT, not DOWN
                 c.reason = f"{r.reason}; held {r.at - c.held_since:.1f} s, no sign of life"
+            elif alive_note:
+                c.reason = r.reason + alive_note
             c.state = _LevelState.DOWN
             c.held_since = None
+            c.alive_held_since = None
+
+    def _banners_alive(self, host: _HostCounters, at: float) -> bool:
+        """Level 1 is not DOWN and got a banner (in time or late) within ``login_hold_window_s``
+        before ``at``: sshd accepts connections and answers, so a login timing out meanwhile is more
+        likely a starved login than a dead host. A failed login that got the banner counts too."""
+        banner = host.levels.get(1)
+        if banner is None or banner.state is _LevelState.DOWN:
+            return False
+        last = max(banner.last_ok_at, banner.last_late_at, host.last_login_answer_at)
+        return at - last <= self._t.login_hold_window_s
 
     def _slow_now(self, host: _HostCounters, at: float) -> bool:
         """Not DOWN, and slow at ``at``: a level in a soft-failure streak (its last result a timeout
@@ -360,6 +425,9 @@ class HealthTracker:
             c = levels[lv]
             if c.held_since is not None:
                 why = f"level {lv}: {c.reason} ({c.fails} in a row), {c.held_note}"
+            elif c.alive_held_since is not None:
+                why = (f"level {lv}: {c.reason} ({c.fails} in a row), held: banners show sshd alive "
+                       f"(alone: at most {self._t.hold_max_s:g} s)")
             else:
                 why = f"level {lv}: {c.reason} ({c.fails} of {self._t.fall})"
             return (Health.SUSPECT if healthy_before else Health.UNKNOWN), why

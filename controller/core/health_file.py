@@ -3,7 +3,8 @@
 Why a file: it is the narrowest possible interface between the controller and any liveness checker
 that is not the built-in SSH prober (a monitoring system, a test, an operator script). The writer
 replaces the file atomically (write a temp file, rename it over); the controller notices the new
-file within ~10 ms and reacts as it would to a probe verdict.
+file at once (inotify; within ~10 ms where inotify does not work) and reacts as it would to a probe
+verdict.
 
 Format (one object, host id -> verdict; a verdict is a state string or an object)::
 

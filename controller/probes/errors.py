@@ -14,10 +14,16 @@ class ProbeError(ClusterIPFailoverError):
     """A probe failed; ``reason`` says why in words an operator understands."""
 
     definite: bool = False
+    #: the host did not answer in time (as opposed to a clean failure): the tracker may hold a
+    #: level-2 timeout while banners prove the host alive (a saturated host logs in slowly)
+    timeout: bool = False
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+        #: the server still answered before this failure (a login that got sshd's banner and then
+        #: ran out of time): a sign of life for the health tracker, though not a success
+        self.answered = False
 
 
 class ProbeConfigError(ProbeError):
@@ -35,6 +41,8 @@ class ConnectRefused(ProbeError):
 class ConnectTimeout(ProbeError):
     """The TCP handshake did not complete in time (host gone, path lossy, or very busy)."""
 
+    timeout = True
+
 
 class Unreachable(ProbeError):
     """No route, host unreachable or another socket error before the connection existed."""
@@ -42,6 +50,8 @@ class Unreachable(ProbeError):
 
 class BannerTimeout(ProbeError):
     """Connected but no ``SSH-`` banner in time: the classic hung sshd (SIGSTOP, stuck disk)."""
+
+    timeout = True
 
 
 class ConnectionClosed(ProbeError):
@@ -80,6 +90,8 @@ class ExecFailed(ProbeError):
 
 class LoginTimeout(ProbeError):
     """A level-2 step did not finish before the login deadline."""
+
+    timeout = True
 
 
 class ProtocolError(ProbeError):

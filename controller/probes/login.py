@@ -134,13 +134,20 @@ class LoginProber:
             if not channel.status_event.wait(_left(deadline)):
                 raise LoginTimeout(f"login timeout {self.login_timeout_s * 1000:.0f} ms waiting for {self.command!r}")
             status = channel.recv_exit_status()
+            if status == -1 and (expired.is_set() or time.monotonic() >= deadline):
+                # No exit status because our watchdog cut the connection at the deadline (the
+                # status event fires on close too): a timeout, not a command that failed.
+                raise LoginTimeout(f"login timeout {self.login_timeout_s * 1000:.0f} ms waiting for {self.command!r}")
             if status != 0:
                 raise ExecFailed(f"exec failed: {self.command!r} exited {status}{_stderr(channel)}")
             return (time.monotonic() - started) * 1000.0
-        except ProbeError:
+        except ProbeError as err:
+            err.answered = _answered(transport)
             raise
         except Exception as exc:
-            raise _map(exc, step, expired.is_set() or time.monotonic() >= deadline, self) from exc
+            mapped = _map(exc, step, expired.is_set() or time.monotonic() >= deadline, self)
+            mapped.answered = _answered(transport)
+            raise mapped from exc
         finally:
             self._watchdog.disarm(token)
             if transport is not None:
@@ -201,6 +208,12 @@ def _map(exc: Exception, step: str, timed_out: bool, prober: LoginProber) -> Pro
     if isinstance(exc, EOFError | ConnectionError):
         return ProtocolError(f"connection closed during {step}")
     return ProtocolError(f"{step} failed: {_text(exc)}")
+
+
+def _answered(transport: paramiko.Transport | None) -> bool:
+    """Whether sshd sent its banner on this connection: a hung sshd never does, a starved one may
+    and then run out of time in the key exchange."""
+    return transport is not None and bool(getattr(transport, "remote_version", ""))
 
 
 def _left(deadline: float) -> float:

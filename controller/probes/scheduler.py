@@ -230,7 +230,8 @@ class ProbeScheduler:
         if err is None:
             self._record(target, ProbeResult(target.host_id, 1, True, latency_ms, "banner ok", time.time()))
         else:
-            self._record(target, ProbeResult(target.host_id, 1, False, None, err.reason, time.time(), err.definite))
+            self._record(target, ProbeResult(target.host_id, 1, False, None, err.reason, time.time(), err.definite,
+                                             timeout=err.timeout))
 
     def _on_late_banner(self, target: ProbeTarget, latency_ms: float) -> None:
         self.stats.late_banners += 1
@@ -246,7 +247,8 @@ class ProbeScheduler:
             latency = self._login.probe(target)
             result = ProbeResult(target.host_id, 2, True, latency, "login ok", time.time())
         except ProbeError as err:
-            result = ProbeResult(target.host_id, 2, False, None, err.reason, time.time(), err.definite)
+            result = ProbeResult(target.host_id, 2, False, None, err.reason, time.time(), err.definite,
+                                 timeout=err.timeout, answered=err.answered)
         except Exception as exc:  # a bug in a probe must not silently stop this host's logins
             log.exception("level-2 probe of %s crashed", target.host_id)
             result = ProbeResult(target.host_id, 2, False, None, f"probe error: {exc}", time.time())
@@ -317,6 +319,9 @@ def thresholds_of(s: ProbeSettings, levels: tuple[int, ...]) -> Thresholds:
         correlated_window_s=(s.fall * s.interval_s + max(s.banner_timeout_s, s.banner_timeout_max_s),
                              s.login_interval_s + s.login_timeout_s),
         late_banner_s=s.late_banner_s,
+        # a banner of a busy host may arrive up to late_banner_s after its probe began; with late
+        # banners off, in-time banners come every interval, so one login window is plenty
+        login_hold_window_s=max(s.late_banner_s, s.login_interval_s + s.login_timeout_s),
     )
 
 

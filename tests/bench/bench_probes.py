@@ -217,12 +217,18 @@ def bench_cost(hosts: int, seconds: float) -> dict[str, float]:
 
 
 class Latencies:
-    """Wraps the tracker's ``observe`` to keep every level-1 latency (in time and late) for the report."""
+    """Wraps the tracker's ``observe`` to keep every level-1 latency (in time and late) and the level-2
+    outcomes (login latencies, timeouts, other failures, the longest run of failed logins per host)."""
 
     def __init__(self, sched: ProbeScheduler) -> None:
         self.ok: list[float] = []
         self.late: list[float] = []
         self.timeouts = 0
+        self.logins: list[float] = []
+        self.login_timeouts = 0
+        self.login_other: list[str] = []
+        self.login_streak: dict[str, tuple[float, int]] = {}  # host -> (first failure at, failures)
+        self.longest_streak = (0.0, 0)  # seconds, failures
         tracker = sched._tracker
         observe = tracker.observe
 
@@ -234,6 +240,18 @@ class Latencies:
                     self.ok.append(r.latency_ms)
                 elif not r.ok:
                     self.timeouts += 1
+            elif r.ok:
+                if r.latency_ms is not None:
+                    self.logins.append(r.latency_ms)
+                self.login_streak.pop(r.host_id, None)
+            else:
+                if r.timeout:
+                    self.login_timeouts += 1
+                else:
+                    self.login_other.append(r.reason)
+                first, n = self.login_streak.get(r.host_id, (r.at, 0))
+                self.login_streak[r.host_id] = (first, n + 1)
+                self.longest_streak = max(self.longest_streak, (r.at - first, n + 1))
             return observe(r)
 
         tracker.observe = spy  # type: ignore[method-assign]
@@ -241,8 +259,13 @@ class Latencies:
     def summary(self) -> str:
         ok = self.ok or [0.0]
         late = f"late p50 {pct(self.late, 50):.0f} max {max(self.late):.0f} ms" if self.late else "no late banners"
+        logins = self.logins or [0.0]
+        others = f" (first: {self.login_other[0]})" if self.login_other else ""
         return (f"banner latency in time p50 {pct(ok, 50):.0f} p99 {pct(ok, 99):.0f} max {max(ok):.0f} ms; "
-                f"{self.timeouts} timeouts, {len(self.late)} late banners ({late})")
+                f"{self.timeouts} timeouts, {len(self.late)} late banners ({late}); "
+                f"logins ok {len(self.logins)} (p50 {pct(logins, 50):.0f} p99 {pct(logins, 99):.0f} ms), "
+                f"{self.login_timeouts} login timeouts, {len(self.login_other)} other login failures{others}; "
+                f"longest run of failed logins {self.longest_streak[1]} over {self.longest_streak[0]:.1f} s")
 
 
 def renice_self(value: int) -> None:

@@ -397,3 +397,146 @@ def test_hosts_already_down_do_not_let_the_rest_fall_one_by_one() -> None:
             t.observe(fail(1, at, host=h))
         at += 0.15
     assert t.health("h2").state is Health.SUSPECT and t.health("h3").state is Health.SUSPECT
+
+
+# ------------------------------------------------------------------ level-2 timeouts while banners answer
+
+
+def login_timeout(at: float, host: str = "a") -> ProbeResult:
+    return ProbeResult(host, 2, False, None, "login timeout 2000 ms during key exchange", at, timeout=True)
+
+
+def test_login_timeouts_are_held_while_banners_prove_the_host_alive() -> None:
+    """A saturated host: every login times out, but banners (late ones too) keep coming."""
+    t = HealthTracker(Thresholds(3, 3, 2, hold_max_s=10.0, login_hold_window_s=8.0), ["a"])
+    bring_up(t)
+    at = 10.0
+    for k in range(4):  # 4 timeouts in a row, ~2.5 s apart; a banner between each
+        t.observe(login_timeout(at))
+        t.observe(late(at + 1.0) if k % 2 else ok(1, at + 1.0))
+        at += 2.5
+    h = t.health("a")
+    assert h.state is Health.SUSPECT, h
+    assert "login timeout" in h.reason and "held: banners show sshd alive" in h.reason
+    assert t.take_notes() == []  # one host's own hold, not a correlated-slowness episode
+    t.observe(ok(2, at))  # one login gets through: the streak and the hold end
+    back = t.observe(ok(1, at + 0.1))  # and a banner in time ends "slow"
+    assert back is not None and back.state is Health.UP
+
+
+def test_held_login_timeouts_go_down_after_hold_max_even_with_banners() -> None:
+    """A host whose logins only ever time out (a fork bomb starving it) still goes down, bounded."""
+    t = HealthTracker(Thresholds(3, 3, 2, hold_max_s=10.0, login_hold_window_s=8.0), ["a"])
+    bring_up(t)
+    at = 10.0
+    held_at = None
+    while t.health("a").state is not Health.DOWN and at < 60:
+        t.observe(ok(1, at - 0.1))  # banners in time throughout: only level 2 sees the trouble
+        t.observe(login_timeout(at))
+        if held_at is None and t.health("a").state is Health.SUSPECT and "held" in t.health("a").reason:
+            held_at = at
+        at += 2.5
+    d = t.health("a")
+    assert d.state is Health.DOWN, d
+    assert held_at is not None and 10.0 <= (at - 2.5) - held_at < 10.0 + 2.5
+    assert d.reason.startswith("level 2: login timeout") and "held 10.0 s while banners showed sshd alive" in d.reason
+
+
+def test_login_timeouts_without_banners_are_not_held() -> None:
+    """No banner within the window (a hung or dead sshd): the login streak counts as before."""
+    t = HealthTracker(Thresholds(3, 3, 2, levels=(1, 2), login_hold_window_s=8.0), ["a"])
+    bring_up(t)  # last banner at 2
+    for i in range(3):
+        t.observe(login_timeout(20.0 + i * 2.5))
+    assert t.health("a").state is Health.DOWN
+
+
+def test_definite_and_closed_login_failures_are_never_held_by_banners() -> None:
+    """The process-limit case: sshd answers banners but cannot fork the session (a clean failure)."""
+    t = tracker()
+    bring_up(t)
+    at = 10.0
+    for _ in range(2):
+        t.observe(ok(1, at - 0.1))
+        t.observe(fail(2, at, "exec failed: server closed the session before 'true' ran", definite=True))
+        at += 0.5
+    assert t.health("a").state is Health.DOWN
+    t2 = tracker()
+    bring_up(t2)
+    for i in range(3):  # connection closed during key exchange: soft, but not a timeout
+        t2.observe(ok(1, 10 + i * 0.5 - 0.1))
+        t2.observe(fail(2, 10 + i * 0.5, "connection closed during key exchange"))
+    assert t2.health("a").state is Health.DOWN
+
+
+def test_login_hold_window_is_validated() -> None:
+    with pytest.raises(ValueError, match="login_hold_window_s"):
+        Thresholds(login_hold_window_s=-1)
+
+
+def fleet2(n: int) -> HealthTracker:
+    """n hosts probed at both levels, all UP."""
+    hosts = [f"h{i}" for i in range(n)]
+    t = HealthTracker(Thresholds(3, 3, 2, (1, 2), hold_max_s=10.0, correlated_window_s=(1.45, 4.0),
+                                 login_hold_window_s=8.0), hosts)
+    for i in range(3):
+        for h in hosts:
+            t.observe(ok(1, i * 0.15, host=h))
+            t.observe(ok(2, i * 0.15, host=h))
+    assert all(v.state is Health.UP for v in t.snapshot().values())
+    return t
+
+
+def test_logins_timing_out_on_most_hosts_at_once_are_held_while_banners_come() -> None:
+    """The saturated benchmark: for minutes no login of any host finishes, banners come late."""
+    t = fleet2(4)
+    at = 10.0
+    while at < 310.0:
+        for i, h in enumerate(("h0", "h1", "h2", "h3")):
+            t.observe(login_timeout(at + i * 0.3, host=h))
+            t.observe(late(at + i * 0.3 + 1.0, host=h, ms=5600.0))
+        at += 2.5
+    assert all(v.state is Health.SUSPECT for v in t.snapshot().values()), t.snapshot()
+    assert "hosts slow at once" in t.health("h0").reason
+    assert t.take_notes()[0].startswith("correlated slowness")
+
+
+def test_one_host_whose_logins_time_out_among_healthy_ones_goes_down_after_the_bound() -> None:
+    """A fork bomb starving one host: its banners still come, its logins never finish; the others
+    are fine. Bounded: DOWN about hold_max_s after the hold began."""
+    t = fleet2(4)
+    at = 10.0
+    while t.health("h0").state is not Health.DOWN and at < 60.0:
+        for h in ("h0", "h1", "h2", "h3"):
+            t.observe(ok(1, at, host=h))
+        t.observe(login_timeout(at + 0.1, host="h0"))
+        for h in ("h1", "h2", "h3"):
+            t.observe(ok(2, at + 0.1, host=h))
+        at += 2.5
+    d = t.health("h0")
+    assert d.state is Health.DOWN and "while banners showed sshd alive" in d.reason, d
+    assert at - 10.0 <= 3 * 2.5 + 10.0 + 2.5
+    assert all(t.health(h).state is Health.UP for h in ("h1", "h2", "h3"))
+
+
+def test_a_login_that_got_the_banner_before_timing_out_is_a_sign_of_life() -> None:
+    """Banners too slow even to arrive late, but logins still get sshd's banner before their
+    deadline: the held hosts are alive; without that answer they go DOWN at the hold bound."""
+    for answered in (True, False):
+        t = fleet2(4)
+        at = 10.0
+        k = 0
+        while at < 60.0:
+            for h in ("h0", "h1", "h2", "h3"):
+                t.observe(fail(1, at, host=h))
+            if k % 16 == 0:  # every 2.4 s a login per host runs out of time
+                for h in ("h0", "h1", "h2", "h3"):
+                    t.observe(ProbeResult(h, 2, False, None, "login timeout 2000 ms during key exchange", at,
+                                          timeout=True, answered=answered))
+            at += 0.15
+            k += 1
+        states = {v.state for v in t.snapshot().values()}
+        if answered:
+            assert states == {Health.SUSPECT}, t.snapshot()
+        else:
+            assert Health.DOWN in states, t.snapshot()  # "held 10.0 s, no sign of life"
