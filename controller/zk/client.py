@@ -8,6 +8,8 @@ call site — never nested inside another retry.
 With ``zookeeper.auth_file`` set, the client authenticates (digest) as that file's user, and every
 znode it creates gets "creator: all" plus read for the roles that may read the chroot (the policy
 of controller/core/acl_policy.py, docs/security.md). Without it, everything stays open as before.
+With ``zookeeper.use_ssl`` the client speaks TLS (controller/zk/tls.py: host name checked, files
+checked at start, handshake failures reported as such).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from controller.core import zk_layout as layout
 from controller.core.acl_policy import decode_readers
 from controller.core.errors import CoordinationError, SchemaError
 from controller.core.model import ZooKeeperSettings
-from controller.secret_files import check_private, read_digest_credential
+from controller.secret_files import read_digest_credential
+from controller.zk import tls
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,16 +59,7 @@ def _security_kwargs(settings: ZooKeeperSettings) -> dict[str, object]:
     if settings.auth_file:
         user, password = read_digest_credential(settings.auth_file, "zookeeper.auth_file")
         kwargs["auth_data"] = [("digest", f"{user}:{password}")]
-    if settings.use_ssl:
-        kwargs["use_ssl"] = True
-        kwargs["verify_certs"] = settings.verify_certs
-        if settings.ca_file:
-            kwargs["ca"] = settings.ca_file
-        if settings.cert_file:
-            kwargs["certfile"] = settings.cert_file
-        if settings.key_file:
-            check_private(settings.key_file, "zookeeper.key_file")
-            kwargs["keyfile"] = settings.key_file
+    kwargs.update(tls.tls_kwargs(settings))
     return kwargs
 
 
@@ -81,7 +75,7 @@ def make_client(settings: ZooKeeperSettings, *, read_only: bool = False) -> Kazo
             max_tries=3, delay=0.02, backoff=2, max_delay=0.5, deadline=settings.session_timeout_s
         ),
         read_only=read_only or None,
-        logger=_KAZOO_LOG,
+        logger=tls.TlsFailureLog(_KAZOO_LOG),
         **_security_kwargs(settings),
     )
 
@@ -113,9 +107,10 @@ def start_client(client: KazooClient, settings: ZooKeeperSettings) -> None:
     """
     chroot = settings.chroot.rstrip("/")
     secured = bool(settings.auth_file)
+    connecting = client
     try:
         if chroot:
-            bootstrap = make_client(replace(settings, chroot=""))
+            bootstrap = connecting = make_client(replace(settings, chroot=""))
             bootstrap.start(timeout=settings.connect_timeout_s)
             try:
                 if not secured:
@@ -128,11 +123,15 @@ def start_client(client: KazooClient, settings: ZooKeeperSettings) -> None:
             finally:
                 bootstrap.stop()
                 bootstrap.close()
+        connecting = client
         client.start(timeout=settings.connect_timeout_s)
     except KazooTimeoutError:
         with contextlib.suppress(Exception):
             client.stop()
             client.close()
+        failure = getattr(connecting.logger, "last_failure", "")
+        if settings.use_ssl and failure:
+            raise CoordinationError(tls.explain(settings.hosts, failure)) from None
         raise CoordinationError(
             f"cannot reach ZooKeeper at {settings.hosts} within {settings.connect_timeout_s:g} s; "
             "check zookeeper.hosts in the config and that the servers run"

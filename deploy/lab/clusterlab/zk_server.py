@@ -8,6 +8,11 @@ launched directly::
     java -Xms32m -Xmx256m -XX:+UseSerialGC -cp zookeeper.jar:slf4j-log4j12.jar:log4j-1.2.jar:CONF \\
          org.apache.zookeeper.server.quorum.QuorumPeerMain zoo.cfg
 
+With ``tls`` (clusterlab.zk_tls) the server also serves TLS on ``secureClientPort`` through the
+Netty connection factory, with ``ssl.clientAuth=need`` and PEM key and trust stores. The plain
+``clientPort`` stays open on 127.0.0.1 for the readiness check and the lab's own clients; tests that
+prove TLS point their clients at :attr:`ZooKeeperServer.secure_port` only.
+
 A server is *ready* when the ``srvr`` four-letter word shows a ``Mode:`` line (``ruok`` answers
 ``imok`` before sessions are accepted). Each JVM runs under ``setpriv --pdeathsig KILL`` so it dies
 with the thread that started it, even if that process is SIGKILLed.
@@ -24,12 +29,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clusterlab.ports import LOOPBACK
 from controller.core.errors import ClusterIPFailoverError
 
+if TYPE_CHECKING:
+    from clusterlab.zk_tls import TlsFiles
+
 JAVA_DIR = Path("/usr/share/java")
 ZOOKEEPER_JARS = ("zookeeper.jar", "slf4j-log4j12.jar", "log4j-1.2.jar")
+#: Netty jars the TLS port needs beyond zookeeper.jar's manifest Class-Path (Debian's 3.8.0 lists
+#: netty-buffer/common/handler/transport there, but SslHandler also needs codec and resolver).
+NETTY_TLS_JARS = ("netty-codec.jar", "netty-resolver.jar", "netty-transport-native-unix-common.jar")
+NETTY_FACTORY = "org.apache.zookeeper.server.NettyServerCnxnFactory"
 MAIN_CLASS = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 #: Small heap and a cheap GC/JIT: the lab shares 2 cores with everything else.
 JVM_OPTIONS = (
@@ -66,6 +79,8 @@ class ServerPorts:
     client: int
     quorum: int
     election: int
+    #: TLS client port (secureClientPort); 0 when the server serves no TLS
+    secure: int = 0
 
 
 def four_letter_word(port: int, word: str, timeout_s: float = 1.0, host: str = LOOPBACK) -> str:
@@ -96,16 +111,16 @@ def server_mode(port: int, timeout_s: float = 1.0, host: str = LOOPBACK) -> str 
     return match.group(1) if match else None
 
 
-def _java_command() -> list[str]:
+def _java_command(jars: Sequence[str] = ZOOKEEPER_JARS) -> list[str]:
     """The JVM command prefix, checked up front so a missing package gives a one-line fix."""
     java = shutil.which("java")
     if java is None:
         raise ZooKeeperLabError("java not found on PATH; install it with: apt-get install zookeeper")
-    missing = [jar for jar in ZOOKEEPER_JARS if not (JAVA_DIR / jar).exists()]
+    missing = [jar for jar in jars if not (JAVA_DIR / jar).exists()]
     if missing:
         raise ZooKeeperLabError(
             f"ZooKeeper jars missing in {JAVA_DIR}: {', '.join(missing)}; "
-            "install them with: apt-get install zookeeper"
+            "install them with: apt-get install zookeeper libnetty-java"
         )
     prefix: list[str] = []
     setpriv = shutil.which("setpriv")
@@ -129,8 +144,12 @@ class ZooKeeperServer:
         tick_ms: int,
         peers: Sequence[tuple[int, ServerPorts]] = (),
         client_address: str = LOOPBACK,
+        tls: TlsFiles | None = None,
     ) -> None:
+        if tls is not None and not ports.secure:
+            raise ValueError("a TLS server needs ports.secure (its secureClientPort)")
         self.myid = myid
+        self.tls = tls
         self.client_address = client_address
         self.directory = directory
         self.ports = ports
@@ -145,6 +164,11 @@ class ZooKeeperServer:
     @property
     def client_port(self) -> int:
         return self.ports.client
+
+    @property
+    def secure_port(self) -> int:
+        """The TLS client port (0 without TLS)."""
+        return self.ports.secure
 
     @property
     def pid(self) -> int | None:
@@ -186,18 +210,34 @@ class ZooKeeperServer:
             "forceSync=no",
             "preAllocSize=4096",
         ]
+        if self.tls is not None:
+            lines += self._tls_lines(self.tls)
         if self.peers:
             (data / "myid").write_text(f"{self.myid}\n")
             lines += [f"server.{sid}=127.0.0.1:{p.quorum}:{p.election}" for sid, p in self.peers]
         (self.directory / "zoo.cfg").write_text("\n".join(lines) + "\n")
 
+    def _tls_lines(self, tls: TlsFiles) -> list[str]:
+        """zoo.cfg lines for TLS clients as Debian's 3.8.0 accepts them (PEM stores, client certs required)."""
+        return [
+            f"secureClientPort={self.ports.secure}",
+            f"secureClientPortAddress={self.client_address}",
+            f"serverCnxnFactory={NETTY_FACTORY}",
+            f"ssl.keyStore.location={tls.server_store}",
+            "ssl.keyStore.type=PEM",
+            f"ssl.trustStore.location={tls.ca}",
+            "ssl.trustStore.type=PEM",
+            "ssl.clientAuth=need",
+        ]
+
     def start(self) -> None:
         """Launch the JVM (does not wait for readiness; see :meth:`wait_ready`)."""
         if self.running:
             raise ZooKeeperLabError(f"server {self.myid} is already running (pid {self.pid}); stop it first")
-        command = _java_command()
+        jars = ZOOKEEPER_JARS + (NETTY_TLS_JARS if self.tls is not None else ())
+        command = _java_command(jars)
         self.write_config()
-        classpath = ":".join([*(str(JAVA_DIR / jar) for jar in ZOOKEEPER_JARS), str(self.directory / "conf")])
+        classpath = ":".join([*(str(JAVA_DIR / jar) for jar in jars), str(self.directory / "conf")])
         with self.log_path.open("ab") as log:
             log.write(f"=== cipfo lab: starting server {self.myid} at {time.ctime()}\n".encode())
             log.flush()

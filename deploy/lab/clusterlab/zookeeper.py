@@ -15,9 +15,12 @@ Library use::
         client = zk.connect(chroot="/demo")       # started KazooClient with fast reconnects
         zk.leader().kill()                        # fault injection: kill/pause/resume/stop
 
+    with ZooKeeperCluster(tls=True) as zk:        # also a TLS port per server (clusterlab.zk_tls)
+        zk.secure_hosts, zk.tls.ca, zk.tls.client_cert, zk.tls.client_key
+
 CLI (for the demo), runs in the foreground until SIGTERM or SIGINT::
 
-    python -m clusterlab.zookeeper --size 1 --dir DIR [--tick-ms 200] [--max-seconds 14400]
+    python -m clusterlab.zookeeper --size 1 --dir DIR [--tick-ms 200] [--max-seconds 14400] [--tls]
 
 It prints the connect string on stdout once ready and writes ``DIR/hosts`` (connect string) and
 ``DIR/launcher.pid`` (this launcher's pid: ``kill $(cat DIR/launcher.pid)`` stops everything).
@@ -55,6 +58,7 @@ from clusterlab.zk_server import (
     four_letter_word,
     server_mode,
 )
+from clusterlab.zk_tls import TlsFiles, make_tls_files
 
 __all__ = [
     "ServerPorts",
@@ -78,6 +82,10 @@ class ZooKeeperCluster:
     ``base_dir`` None: a fresh temp dir ``cipfo-zk-<pid>-*`` is created and removed by :meth:`stop`.
     A given ``base_dir`` is created if missing, its ``zk<N>`` subdirectories are wiped on start, and
     it is kept after stop (logs for post-mortems).
+
+    ``tls=True``: a throwaway CA, server and client certificate are made in ``<dir>/tls`` and every
+    server also serves TLS clients (client certificate required) on its ``secure`` port; the plain
+    port stays for readiness checks and :meth:`connect`. Quorum traffic stays plain.
     """
 
     def __init__(
@@ -88,6 +96,7 @@ class ZooKeeperCluster:
         *,
         port_attempts: int = 3,
         client_address: str = LOOPBACK,
+        tls: bool = False,
     ) -> None:
         if not 1 <= size <= MAX_SIZE:
             raise ValueError(f"size must be 1..{MAX_SIZE} (got {size}); use 1 (standalone) or 3 (ensemble)")
@@ -101,6 +110,9 @@ class ZooKeeperCluster:
         self._port_attempts = max(1, port_attempts)
         #: Where clients connect (the lab's management gateway lets hooks in namespaces reach it).
         self.client_address = client_address
+        self._want_tls = tls
+        #: The CA and certificates when started with ``tls=True``, else None.
+        self.tls: TlsFiles | None = None
         self._lock = threading.Lock()
         #: Seconds from the first JVM launch to the cluster being ready, set by :meth:`start`.
         self.start_seconds: float | None = None
@@ -133,6 +145,8 @@ class ZooKeeperCluster:
                 raise ZooKeeperLabError("cluster is already running; call stop() first")
             atexit.register(self.stop)
             self._make_dir()
+            if self._want_tls:
+                self.tls = make_tls_files(self.directory / "tls")
             began = time.monotonic()
             deadline = began + timeout_s
             for attempt in range(1, self._port_attempts + 1):
@@ -174,13 +188,16 @@ class ZooKeeperCluster:
             shutil.rmtree(self._dir / f"zk{myid}", ignore_errors=True)
 
     def _build_servers(self) -> None:
-        ports = free_tcp_ports(3 * self.size)
-        triples = [ServerPorts(*ports[3 * i : 3 * i + 3]) for i in range(self.size)]
+        per = 4 if self.tls is not None else 3
+        ports = free_tcp_ports(per * self.size)
+        triples = [ServerPorts(*ports[per * i : per * i + per]) for i in range(self.size)]
         peers = [(i + 1, p) for i, p in enumerate(triples)] if self.size > 1 else []
         for myid in range(1, self.size + 1):
             shutil.rmtree(self.directory / f"zk{myid}", ignore_errors=True)
         self._servers = [
-            ZooKeeperServer(i + 1, self.directory / f"zk{i + 1}", p, self.tick_ms, peers, self.client_address)
+            ZooKeeperServer(
+                i + 1, self.directory / f"zk{i + 1}", p, self.tick_ms, peers, self.client_address, self.tls
+            )
             for i, p in enumerate(triples)
         ]
 
@@ -206,6 +223,7 @@ class ZooKeeperCluster:
         if self._given_dir is None and self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+            self.tls = None
 
     # ---------------------------------------------------------------- queries and faults
 
@@ -219,6 +237,13 @@ class ZooKeeperCluster:
         if not self._servers:
             raise ZooKeeperLabError("cluster has no servers yet; call start() first")
         return ",".join(f"{self.client_address}:{s.client_port}" for s in self._servers)
+
+    @property
+    def secure_hosts(self) -> str:
+        """Connect string of the servers' TLS ports (only with ``tls=True``)."""
+        if self.tls is None or not self._servers:
+            raise ZooKeeperLabError("cluster serves no TLS; create it with tls=True and start() it")
+        return ",".join(f"{self.client_address}:{s.secure_port}" for s in self._servers)
 
     def leader(self, timeout_s: float = 15.0) -> ZooKeeperServer:
         """The server that currently leads (a standalone server leads itself); waits for an election."""
@@ -299,6 +324,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dir", type=Path, required=True, help="directory for data, logs, hosts, launcher.pid")
     parser.add_argument("--tick-ms", type=int, default=200, help="ZooKeeper tickTime in ms; default 200")
     parser.add_argument("--start-timeout", type=float, default=60.0, help="seconds to wait for readiness")
+    parser.add_argument("--tls", action="store_true", help="also serve TLS (certificates in DIR/tls)")
     parser.add_argument("--max-seconds", type=float, default=4 * 3600.0, help="stop by itself after this")
     return parser.parse_args(argv)
 
@@ -307,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; see the module docstring."""
     args = _parse_args(argv)
     try:
-        cluster = ZooKeeperCluster(size=args.size, tick_ms=args.tick_ms, base_dir=args.dir)
+        cluster = ZooKeeperCluster(size=args.size, tick_ms=args.tick_ms, base_dir=args.dir, tls=args.tls)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
