@@ -256,7 +256,8 @@ class XtClusterBackend(BucketBackend):
         drop_chain(table, BUILTIN, self.chain)
         table.create_chain(self.chain)
         own = iptc.Chain(table, self.chain)
-        for rule in [self.balance_rule(keep), *guard_rules(self.service, self.comment)]:
+        # patched bytes, not libxtables: python-iptables refuses nodemasks above 0xf ("parameter error -2")
+        for rule in [self._patched(keep), *guard_rules(self.service, self.comment)]:
             own.append_rule(rule)
         iptc.Chain(table, BUILTIN).insert_rule(self._jump(), 0)
 
