@@ -256,9 +256,12 @@ class XtClusterBackend(BucketBackend):
         drop_chain(table, BUILTIN, self.chain)
         table.create_chain(self.chain)
         own = iptc.Chain(table, self.chain)
-        # patched bytes, not libxtables: python-iptables refuses nodemasks above 0xf ("parameter error -2")
-        for rule in [self._patched(keep), *guard_rules(self.service, self.comment)]:
+        for rule in [self.balance_rule(frozenset({1})), *guard_rules(self.service, self.comment)]:
             own.append_rule(rule)
+        # Then the real mask as patched bytes, in the same commit (bucket 1 is never accepted on its
+        # own): libxt_cluster 1.8.9 refuses nodemasks above 32 ("out of range (1-32)"), so a
+        # 12-bucket host owning nothing (! 0xfff) or buckets above 5 cannot be built from text.
+        own.replace_rule(self._patched(keep), 0)
         iptc.Chain(table, BUILTIN).insert_rule(self._jump(), 0)
 
     def held(self) -> frozenset[int]:
