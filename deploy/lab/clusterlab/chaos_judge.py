@@ -1,0 +1,163 @@
+"""What a chaos run did to the map and to clients, judged against the faults it injected on purpose.
+
+* :class:`MapPoller` reads the bucket map from ZooKeeper a few times a second and keeps every
+  change of a bucket's owner (wall clock, like the clients' timestamps).
+* :func:`false_failovers`: a bucket taken away from a host that was not under a fault (from the
+  fault's start to a grace period after its heal) is a false failover, unless it went back to its
+  home host (failback after an earlier, legitimate failover).
+* :func:`client_failures`: every run of failed attempts of a client source (no banner) is explained
+  when, around it, its bucket's owner was a faulted host or the bucket had no owner (a handoff);
+  otherwise it is reported as unexplained.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+#: Faults that make their host fail; kill_controller hits a controller replica, not the host.
+HOST_FAULTS = ("crash_host", "hang_sshd", "kill_hook", "isolate_host")
+
+
+@dataclass
+class FaultWindow:
+    kind: str
+    host: str
+    start: float
+    end: float | None = None  # None while the fault is active
+
+
+@dataclass(frozen=True)
+class OwnerChange:
+    at: float
+    bucket: int
+    before: str | None
+    after: str | None
+    target: str | None
+
+
+class MapPoller:
+    """Polls ``read`` (returning {bucket: (owner, target)}) every ``interval_s`` on a thread."""
+
+    def __init__(self, read: Callable[[], Mapping[int, tuple[str | None, str | None]]],
+                 interval_s: float = 0.2) -> None:
+        self.read = read
+        self.interval_s = interval_s
+        self.changes: list[OwnerChange] = []
+        self.errors = 0
+        self._last: dict[int, str | None] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="map-poller", daemon=True)
+
+    def start(self) -> MapPoller:
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[OwnerChange]:
+        self._stop.set()
+        self._thread.join(timeout=15)
+        return self.changes
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                buckets = self.read()
+            except Exception:  # ZooKeeper slow or down (a fault): try again next time
+                self.errors += 1
+                continue
+            now = time.time()
+            for bucket, (owner, target) in sorted(buckets.items()):
+                if bucket in self._last and self._last[bucket] != owner:
+                    self.changes.append(OwnerChange(now, bucket, self._last[bucket], owner, target))
+                self._last[bucket] = owner
+
+
+def read_map(lab: Any) -> dict[int, tuple[str | None, str | None]]:
+    """{bucket: (owner, target)} of the lab's map, with the lab's shared reader (bounded wait)."""
+    from controller.core import schema
+    from controller.core import zk_layout as layout
+
+    data, _ = lab._reader().get_async(layout.map_path("lab")).get(timeout=5)
+    decoded = schema.decode_map(data)
+    return {b: (st.owner, st.target) for b, st in decoded.buckets.items()}
+
+
+def _faulted(faults: Sequence[FaultWindow], host: str | None, start: float, end: float, grace_s: float) -> bool:
+    if host is None:
+        return False
+    for fault in faults:
+        if fault.kind not in HOST_FAULTS or fault.host != host:
+            continue
+        f_end = (fault.end if fault.end is not None else float("inf")) + grace_s
+        if fault.start <= end and start <= f_end:
+            return True
+    return False
+
+
+def false_failovers(changes: Sequence[OwnerChange], faults: Sequence[FaultWindow], homes: Mapping[int, str],
+                    grace_s: float = 5.0) -> list[str]:
+    """Moves of a bucket away from a host that was under no fault, other than back to its home."""
+    out = []
+    for change in changes:
+        if change.before is None:
+            continue  # a grant of a bucket that was moving: its revoke was judged already
+        going_home = homes.get(change.bucket) in (change.after, change.target) and change.before != homes.get(
+            change.bucket)
+        if going_home or _faulted(faults, change.before, change.at, change.at, grace_s):
+            continue
+        out.append(f"{change.at:.2f}: bucket {change.bucket} left {change.before} for "
+                   f"{change.after or 'nobody'} (target {change.target}) with no fault on {change.before}")
+    return out
+
+
+def owner_at(changes: Sequence[OwnerChange], initial: Mapping[int, str | None], bucket: int,
+             at: float) -> str | None:
+    owner = initial.get(bucket)
+    for change in changes:
+        if change.bucket == bucket and change.at <= at:
+            owner = change.after
+    return owner
+
+
+def client_failures(transitions: Mapping[str, Sequence[tuple[float, str]]], bucket_of: Callable[[str], int],
+                    changes: Sequence[OwnerChange], initial: Mapping[int, str | None],
+                    faults: Sequence[FaultWindow], end: float, grace_s: float = 5.0) -> dict[str, Any]:
+    """Runs of failed attempts per source, explained by a fault or handoff or not; the longest one."""
+    runs = unexplained = 0
+    longest = 0.0
+    examples: list[str] = []
+    for source, trans in transitions.items():
+        bucket = bucket_of(source)
+        for i, (t, state) in enumerate(trans):
+            if not state.startswith("!"):
+                continue
+            t_end = trans[i + 1][0] if i + 1 < len(trans) else end
+            runs += 1
+            longest = max(longest, t_end - t)
+            owners = {owner_at(changes, initial, bucket, x) for x in (t - 1.0, t, t_end)}
+            owners |= {c.before for c in changes if c.bucket == bucket and t - 1.0 <= c.at <= t_end}
+            if None in owners or any(_faulted(faults, o, t - 1.0, t_end, grace_s) for o in owners):
+                continue
+            unexplained += 1
+            if len(examples) < 10:
+                examples.append(f"{t:.2f}: {source} (bucket {bucket}, owner {sorted(map(str, owners))}) "
+                                f"{state} for {t_end - t:.2f} s")
+    return {"failure_runs": runs, "unexplained_runs": unexplained, "longest_failure_s": round(longest, 2),
+            "examples": examples}
+
+
+def totals(outcomes: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
+    """Attempts per outcome over every source ("answered" sums the hosts' names)."""
+    out: dict[str, int] = {"attempts": 0, "answered": 0}
+    for per_source in outcomes.values():
+        for state, count in per_source.items():
+            out["attempts"] += count
+            if state.startswith("!"):
+                out[state[1:]] = out.get(state[1:], 0) + count
+            else:
+                out["answered"] += count
+    return out
+
