@@ -4,7 +4,10 @@
   change of a bucket's owner (wall clock, like the clients' timestamps).
 * :func:`false_failovers`: a bucket taken away from a host that was not under a fault (from the
   fault's start to a grace period after its heal) is a false failover, unless it went back to its
-  home host (failback after an earlier, legitimate failover).
+  home host (failback after an earlier, legitimate failover). The host that lost the bucket is the
+  map's ``releasing`` when the poll sees a revoke, else the owner at the previous poll. Polling can
+  miss epochs (a bucket that went X -> Y -> nobody between two polls looks as if it left X), so the
+  count is an upper bound; each entry names the nearest fault so a reader can check it.
 * :func:`client_failures`: every run of failed attempts of a client source (no banner) is explained
   when, around it, its bucket's owner was a faulted host or the bucket had no owner (a handoff);
   otherwise it is reported as unexplained.
@@ -37,12 +40,13 @@ class OwnerChange:
     before: str | None
     after: str | None
     target: str | None
+    releasing: str | None = None
 
 
 class MapPoller:
     """Polls ``read`` (returning {bucket: (owner, target)}) every ``interval_s`` on a thread."""
 
-    def __init__(self, read: Callable[[], Mapping[int, tuple[str | None, str | None]]],
+    def __init__(self, read: Callable[[], Mapping[int, tuple[str | None, ...]]],
                  interval_s: float = 0.2) -> None:
         self.read = read
         self.interval_s = interval_s
@@ -69,20 +73,36 @@ class MapPoller:
                 self.errors += 1
                 continue
             now = time.time()
-            for bucket, (owner, target) in sorted(buckets.items()):
+            for bucket, (owner, target, *rest) in sorted(buckets.items()):
+                releasing = rest[0] if rest else None
                 if bucket in self._last and self._last[bucket] != owner:
-                    self.changes.append(OwnerChange(now, bucket, self._last[bucket], owner, target))
+                    self.changes.append(OwnerChange(now, bucket, self._last[bucket], owner, target, releasing))
                 self._last[bucket] = owner
 
 
-def read_map(lab: Any) -> dict[int, tuple[str | None, str | None]]:
-    """{bucket: (owner, target)} of the lab's map, with the lab's shared reader (bounded wait)."""
+def read_map(lab: Any) -> dict[int, tuple[str | None, str | None, str | None]]:
+    """{bucket: (owner, target, releasing)} of the lab's map, with the lab's shared reader (bounded wait)."""
     from controller.core import schema
     from controller.core import zk_layout as layout
 
     data, _ = lab._reader().get_async(layout.map_path("lab")).get(timeout=5)
     decoded = schema.decode_map(data)
-    return {b: (st.owner, st.target) for b, st in decoded.buckets.items()}
+    return {b: (st.owner, st.target, st.releasing) for b, st in decoded.buckets.items()}
+
+
+def nearest_fault(faults: Sequence[FaultWindow], at: float) -> str:
+    """The fault closest in time to ``at``, for a reader checking a flagged move."""
+    def distance(f: FaultWindow) -> float:
+        end = f.end if f.end is not None else at
+        return 0.0 if f.start <= at <= end else min(abs(at - f.start), abs(at - end))
+
+    if not faults:
+        return "no fault"
+    f = min(faults, key=distance)
+    end = f"{at - f.end:+.1f} s after its heal" if f.end is not None and at > f.end else "during it"
+    return f"nearest fault {f.kind} {f.host} ({end})" if at >= f.start else \
+        f"nearest fault {f.kind} {f.host} ({f.start - at:.1f} s later)"
+
 
 
 def _faulted(faults: Sequence[FaultWindow], host: str | None, start: float, end: float, grace_s: float) -> bool:
@@ -104,12 +124,13 @@ def false_failovers(changes: Sequence[OwnerChange], faults: Sequence[FaultWindow
     for change in changes:
         if change.before is None:
             continue  # a grant of a bucket that was moving: its revoke was judged already
-        going_home = homes.get(change.bucket) in (change.after, change.target) and change.before != homes.get(
-            change.bucket)
-        if going_home or _faulted(faults, change.before, change.at, change.at, grace_s):
+        loser = change.releasing if change.after is None and change.releasing else change.before
+        home = homes.get(change.bucket)
+        going_home = home in (change.after, change.target) and loser != home
+        if going_home or _faulted(faults, loser, change.at, change.at, grace_s):
             continue
-        out.append(f"{change.at:.2f}: bucket {change.bucket} left {change.before} for "
-                   f"{change.after or 'nobody'} (target {change.target}) with no fault on {change.before}")
+        out.append(f"{change.at:.2f}: bucket {change.bucket} left {loser} for {change.after or 'nobody'} "
+                   f"(target {change.target}) with no fault on {loser}; {nearest_fault(faults, change.at)}")
     return out
 
 
