@@ -56,6 +56,8 @@ class ChaosReport:
     #: buckets taken away from a host under no fault (an upper bound: the map is polled, see
     #: clusterlab/chaos_judge.py), and how many owner changes there were
     false_failovers: list[str] = field(default_factory=list)
+    #: moves away from a temporary (non-home) owner under no fault: failback churn or false failovers
+    unclear_moves: list[str] = field(default_factory=list)
     owner_changes: int = 0
     #: "<kind> <host> <start> <end>" in wall-clock seconds, to check flagged moves and client failures
     fault_windows: list[str] = field(default_factory=list)
@@ -206,6 +208,7 @@ def run(seconds: float, seed: int, hosts: int = 4, hold: tuple[float, float] = (
         ended = time.time()
         homes = {b: h for h in lab.host_names for b in lab.home_buckets(h)}
         report.false_failovers = chaos_judge.false_failovers(changes, chaos.windows, homes)
+        report.unclear_moves = chaos_judge.false_failovers(changes, chaos.windows, homes, temporary=True)
         report.owner_changes = len(changes)
         report.fault_windows = [f"{w.kind} {w.host} {w.start:.2f} {w.end or 0:.2f}" for w in chaos.windows]
         report.clients = {**chaos_judge.totals(clients.outcomes),
@@ -240,8 +243,9 @@ def main() -> None:
         cl = report.clients
         print(f"clients: {cl['sources']} sources, {cl['attempts']} attempts, {cl['answered']} answered; failure runs "
               f"{cl['failure_runs']} ({cl['unexplained_runs']} not explained by a fault or handoff), longest "
-              f"{cl['longest_failure_s']} s; owner changes {report.owner_changes}; false failovers "
-              f"{len(report.false_failovers)}; load average {os.getloadavg()}")
+              f"{cl['longest_failure_s']} s; owner changes {report.owner_changes}; false failovers (from a home host "
+              f"under no fault) {len(report.false_failovers)}, unclear moves from a temporary owner "
+              f"{len(report.unclear_moves)}; load average {os.getloadavg()}")
         for line in [*own["examples"], *report.process_crashes, *report.false_failovers,  # type: ignore[misc]
                      *cl["examples"]]:  # type: ignore[misc]
             print(f"  {line}")

@@ -25,10 +25,15 @@ def test_a_move_away_from_a_healthy_host_is_a_false_failover() -> None:
                OwnerChange(201.0, 3, "h3", "h1", None)]  # kill_controller does not fault its "host"
     found = false_failovers(changes, FAULTS, HOMES)
     assert len(found) == 2 and "bucket 1 left h1" in found[0] and "bucket 3 left h3" in found[1]
+    # away from a temporary owner (not its home): failback churn or a false failover, listed apart
+    churn = [OwnerChange(150.0, 1, "h2", None, "h3", releasing="h2")]
+    assert false_failovers(churn, FAULTS, HOMES) == []
+    assert len(false_failovers(churn, FAULTS, HOMES, temporary=True)) == 1
     # a move shortly after the fault healed (probes rise, hooks restart) is still the fault's
     assert false_failovers([OwnerChange(106.0, 2, "h2", None, "h1")], FAULTS, HOMES) == []
     # a poll that missed epochs: the previous owner h1 did not lose it, the revoke released h2
-    assert false_failovers([OwnerChange(102.0, 3, "h1", None, "h1", releasing="h2")], FAULTS, HOMES) == []
+    assert false_failovers([OwnerChange(102.0, 3, "h1", None, "h1", releasing="h2")], FAULTS, HOMES,
+                           temporary=True) == []
     assert "nearest fault hang_sshd h2 (+17.0 s after its heal)" in false_failovers(
         [OwnerChange(120.0, 2, "h2", None, "h1")], FAULTS, HOMES)[0]
     assert len(false_failovers([OwnerChange(120.0, 2, "h2", None, "h1")], FAULTS, HOMES)) == 1

@@ -118,8 +118,15 @@ def _faulted(faults: Sequence[FaultWindow], host: str | None, start: float, end:
 
 
 def false_failovers(changes: Sequence[OwnerChange], faults: Sequence[FaultWindow], homes: Mapping[int, str],
-                    grace_s: float = 5.0) -> list[str]:
-    """Moves of a bucket away from a host that was under no fault, other than back to its home."""
+                    grace_s: float = 5.0, temporary: bool = False) -> list[str]:
+    """Moves of a bucket away from a host that was under no fault, other than back to its home.
+
+    With ``temporary=False`` only moves away from the bucket's *home* host count (a certain false
+    failover: nothing but a down verdict takes a bucket from its home). With ``temporary=True`` the
+    moves away from a host holding it temporarily (after an earlier failover) are listed instead:
+    a failback revoked towards home whose target changed before the next poll (the home host was hit
+    again) looks the same as a false failover of the temporary owner, so these are ambiguous.
+    """
     out = []
     for change in changes:
         if change.before is None:
@@ -127,7 +134,7 @@ def false_failovers(changes: Sequence[OwnerChange], faults: Sequence[FaultWindow
         loser = change.releasing if change.after is None and change.releasing else change.before
         home = homes.get(change.bucket)
         going_home = home in (change.after, change.target) and loser != home
-        if going_home or _faulted(faults, loser, change.at, change.at, grace_s):
+        if going_home or _faulted(faults, loser, change.at, change.at, grace_s) or (loser != home) != temporary:
             continue
         out.append(f"{change.at:.2f}: bucket {change.bucket} left {loser} for {change.after or 'nobody'} "
                    f"(target {change.target}) with no fault on {loser}; {nearest_fault(faults, change.at)}")
