@@ -8,11 +8,18 @@ missed watch. Three background activities:
 * the apply loop (woken by the map watch, membership changes, reconnects and a resync timer);
 * the ZooKeeper heartbeat, which self-fences (releases every bucket) when this host appears to be
   cut off from ZooKeeper while its peers are not (see node_hook.fencing);
-* the peer responder, which answers the same question for the other hooks.
+* the peer responder, which answers the same question for the other hooks;
+* the dead-man refresher (backends with a dead-man switch): keeps the kernel's timer running, so
+  that a hook that dies or stalls takes its kernel out of service by itself within E
+  (controller/core/deadman.py). The timer is armed only after a cycle read the map in the current
+  session, applied it and published the result, and it is never revived after it may have run out:
+  then the next cycle re-reads the map first. A restarted or stalled hook therefore never brings
+  back buckets that were granted elsewhere meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -26,6 +33,7 @@ from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from controller.core import schema
 from controller.core import zk_layout as layout
+from controller.core.deadman import DeadmanTiming
 from controller.core.errors import BackendError, ClusterIPFailoverError, CoordinationError, SchemaError
 from controller.core.model import BucketMap, ClusterSpec, HookStatus, Member, ZooKeeperSettings
 from controller.zk.client import make_client, mapped_errors, start_client
@@ -63,6 +71,8 @@ class HookState:
     fence_reason: str = ""
     registered: bool = False
     last_apply_s: float = 0.0
+    #: the dead-man timer is armed and being refreshed (False also without a dead-man switch)
+    alive_armed: bool = False
 
 
 class HookAgent:
@@ -121,6 +131,10 @@ class HookAgent:
         self._threads: list[threading.Thread] = []
         self._responder: PeerResponder | None = None
         self.fence_threshold_s = spec.handoff.self_fence_fraction * zk.session_timeout_s
+        self.deadman = (None if backend.deadman_s is None
+                        else DeadmanTiming(backend.deadman_s, zk.session_timeout_s))
+        #: monotonic time taken just before the last successful arm or refresh of the kernel timer
+        self._alive_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -131,6 +145,10 @@ class HookAgent:
             raise BackendError("; ".join(problems))
         self.backend.install()
         self.state.held = self.backend.held()
+        if self.deadman is not None:
+            # Adopted rules may hold buckets granted elsewhere while no hook ran here: read the map
+            # synchronously in the first cycle (take nothing before) and arm only after applying it.
+            self._map_stale = True
         self.client.add_listener(self._on_connection_state)
         start_client(self.client, self.zk)
         self._last_zk_ok = time.monotonic()
@@ -150,7 +168,10 @@ class HookAgent:
         self._responder.start()
         DataWatch(self.client, layout.map_path(self.spec.name), self._on_map)
         ChildrenWatch(self.client, layout.members_path(self.spec.name), self._on_members)
-        for target, name in ((self._apply_loop, "apply"), (self._heartbeat_loop, "zk-heartbeat")):
+        loops = [(self._apply_loop, "apply"), (self._heartbeat_loop, "zk-heartbeat")]
+        if self.deadman is not None:
+            loops.append((self._deadman_loop, "dead-man"))
+        for target, name in loops:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -318,7 +339,8 @@ class HookAgent:
                 time.sleep(0.5)
 
     def cycle(self, resync: bool = False) -> None:
-        """One level-triggered pass: (re)register, converge the kernel, publish."""
+        """One level-triggered pass: (re)register, converge the kernel, publish (then arm the dead-man timer)."""
+        began = time.monotonic()
         connected = self.client.state == KazooState.CONNECTED
         if connected and self._need_register:
             self._register()
@@ -362,6 +384,8 @@ class HookAgent:
             log.info("epoch %d: kernel now holds %s (%.2f ms)", epoch, _fmt(held), self.state.last_apply_s * 1000)
         if connected and not self.state.fenced:
             self._publish(force=resync)
+        if connected and not error:
+            self._maybe_arm(began)
         if self.on_applied is not None:
             self.on_applied(self.state)
         if error:
@@ -396,6 +420,86 @@ class HookAgent:
             log.debug("status not published: %s", exc)
             return
         self._last_published = key
+
+    # ------------------------------------------------------------------ dead-man switch
+
+    def _maybe_arm(self, began: float) -> None:
+        """Arm the kernel timer after a cycle that applied a map read in this session, if it is not armed.
+
+        A cycle that took longer than the lapse time may have been stalled with an old map: it re-reads
+        instead. The status write just before arming proves the session (hence the member znode) was
+        alive after the kernel was converged, so no bucket it holds can have been granted elsewhere
+        through "session gone" (planner ``_released``); a published release is never re-granted
+        to us without a newer map, which the apply would have followed.
+        """
+        timing = self.deadman
+        if timing is None or self.state.alive_armed or self.state.fenced or self._map_stale:
+            return
+        if time.monotonic() - began > timing.lapse_s:
+            self._lapsed("the apply cycle took longer than the dead-man lapse time")
+            return
+        status = HookStatus(self.host_id, self.state.epoch, self.state.held, time.time(), self.state.error)
+        try:
+            self.store.publish_status(status)
+        except CoordinationError as exc:
+            log.debug("not arming the dead-man switch, status not published: %s", exc)
+            self._wake.set()
+            return
+        self._last_published = (self.state.epoch, self.state.held, self.state.error)
+        with self._lock:
+            if self.state.fenced:
+                return
+            at = time.monotonic()
+            try:
+                self.backend.arm_alive()
+            except BackendError as exc:
+                log.error("could not arm the dead-man switch (the kernel keeps dropping the VIP): %s", exc)
+                self._wake.set()
+                return
+            self._alive_at = at
+            self.state.alive_armed = True
+        log.info("dead-man switch armed: kernel accepts %s for %.3g s per refresh", _fmt(self.state.held),
+                 timing.expiry_s)
+
+    def _lapsed(self, why: str) -> None:
+        """The timer may have run out: stop refreshing, re-read the map, re-apply, then re-arm."""
+        self.state.alive_armed = False
+        self._map_stale = True
+        log.warning("dead-man switch not refreshed (%s): re-reading the map before accepting again", why)
+        self._wake.set()
+
+    def _deadman_loop(self) -> None:
+        assert self.deadman is not None
+        while not self._stop.wait(self.deadman.refresh_s):
+            try:
+                self.refresh_deadman()
+            except Exception:  # pragma: no cover - a bug; the timer then lapses, which is the safe side
+                log.exception("dead-man refresh failed unexpectedly")
+
+    def refresh_deadman(self) -> None:
+        """Extend the kernel timer unless it may have run out (stalled hook) or the hook is fenced."""
+        timing = self.deadman
+        if timing is None or not self.state.alive_armed:
+            return
+        with self._lock:
+            if self.state.fenced or not self.state.alive_armed:
+                return
+            at = time.monotonic()
+            if at - self._alive_at > timing.lapse_s:
+                self._lapsed(f"last refresh {at - self._alive_at:.2f} s ago")
+                return
+            ok = self.backend.refresh_alive()
+            late = time.monotonic() - self._alive_at > timing.expiry_s
+            if ok and late:
+                # Stalled inside the refresh: it may have revived a timer that had run out (xt_recent
+                # cannot refuse that); take it back at once and go through the map again.
+                with contextlib.suppress(BackendError):
+                    self.backend.disarm_alive()
+                ok = False
+            if ok:
+                self._alive_at = at
+                return
+        self._lapsed("the kernel timer had already run out" if not late else "a refresh was stalled")
 
     # ------------------------------------------------------------------ heartbeat and self-fencing
 
@@ -475,6 +579,7 @@ class HookAgent:
         if verdict.action == "release":
             with self._lock:
                 self.state.fenced = True
+                self.state.alive_armed = False  # re-armed only after the map is applied again
                 self.state.fence_reason = verdict.reason
                 try:
                     self.state.held = self.backend.apply(frozenset())

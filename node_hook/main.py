@@ -53,9 +53,14 @@ def cli(config_path: str, host_id: str, cluster: str | None, backend_name: str |
         spec = config.cluster(cluster)
     except KeyError as exc:
         raise ConfigError([str(exc.args[0])], config_path) from None
+    from controller.core.deadman import deadman_timing, whole_seconds_backend
     from node_hook.backends import create_backend
 
-    backend = create_backend(spec, host_id, backend_name)
+    chosen = backend_name or spec.backend
+    # Every kernel backend gets a dead-man switch (docs/failure-modes.md); the memory "kernel" has none.
+    deadman_s = None if chosen == "memory" else deadman_timing(
+        config.zookeeper.session_timeout_s, whole_seconds_backend(chosen)).expiry_s
+    backend = create_backend(spec, host_id, backend_name, deadman_s=deadman_s)
     if memory_journal is not None:
         from node_hook.backends.memory import MemoryBackend
 

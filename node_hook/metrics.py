@@ -54,6 +54,10 @@ class HookMetrics:
                             registry=r)
         self.kernel_error = Gauge("clusterip_hook_kernel_error", "1 while the last kernel change failed", labels,
                                   registry=r)
+        self.deadman_armed = Gauge("clusterip_hook_deadman_armed",
+                                   "1 while the kernel's dead-man timer is armed and refreshed (0: the kernel "
+                                   "accepts none of the VIP's traffic, or the backend has no dead-man switch)",
+                                   labels, registry=r)
         self.zk_connected = Gauge("clusterip_zookeeper_connected", "1 while the ZooKeeper session is connected",
                                   registry=r)
         self._lock = threading.Lock()
@@ -115,6 +119,7 @@ class HookMetrics:
             self._seen_epoch = max(self._seen_epoch, state.epoch)
             self.fenced.labels(*labels).set(1.0 if state.fenced else 0.0)
             self.kernel_error.labels(*labels).set(1.0 if state.error else 0.0)
+            self.deadman_armed.labels(*labels).set(1.0 if state.alive_armed else 0.0)
             self._publish_lag()
 
     def _publish_lag(self) -> None:

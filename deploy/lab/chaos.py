@@ -4,9 +4,13 @@ Faults (one at a time; each type once per shuffled round; random host, duration 
 (data and management links down, hook and sshd killed; healed as a reboot: the nft table is gone, then links up and
 hook restarted), hang_sshd, kill_hook (restarted after the fault), kill_controller (the leader;
 restarted), isolate_host (management link down: no ZooKeeper, no peers, clients still reach it).
-A :class:`~clusterlab.ownership.KernelOwnershipChecker` reads every host's nft ``owned`` set at
-least ten times a second and counts samples in which two live hosts hold one bucket (target 0).
-Crashed hosts are left out while their links are down: no packet reaches them.
+A :class:`~clusterlab.ownership.KernelOwnershipChecker` reads every host's nft ``owned`` set (empty
+when the host's dead-man timer ran out) at least ten times a second and counts samples in which two
+live hosts hold one bucket (target 0). Crashed hosts are left out while their links are down: no
+packet reaches them. Meanwhile clients keep connecting (a BannerWatch over 16 sources at a bounded
+20 attempts/s) and the map is polled 5 times a second: the report adds client failures (explained by
+a fault or a handoff, or not) and false failovers (a bucket taken from a host under no fault;
+clusterlab/chaos_judge.py).
 
     .venv/bin/python deploy/lab/chaos.py --seconds 600          # the soak
     .venv/bin/python deploy/lab/chaos.py --seconds 20 --json     # what tests/lab/test_chaos.py runs
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -25,8 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from clusterlab import netns
+from clusterlab import chaos_judge, netns
+from clusterlab.chaos_judge import FaultWindow, MapPoller
 from clusterlab.errors import LabError
+from clusterlab.measure import BannerWatch
 from clusterlab.ownership import KernelOwnershipChecker, OwnershipReport
 from clusterlab.stack import LabStack, StackOptions
 
@@ -44,6 +51,16 @@ class ChaosReport:
     timeline: list[str] = field(default_factory=list)
     ownership: dict[str, object] = field(default_factory=dict)
     converged_after: bool = False
+    #: client attempts by outcome, runs of failures (explained by a fault/handoff or not), longest run
+    clients: dict[str, object] = field(default_factory=dict)
+    #: buckets taken away from a host under no fault (an upper bound: the map is polled, see
+    #: clusterlab/chaos_judge.py), and how many owner changes there were
+    false_failovers: list[str] = field(default_factory=list)
+    #: moves away from a temporary (non-home) owner under no fault: failback churn or false failovers
+    unclear_moves: list[str] = field(default_factory=list)
+    owner_changes: int = 0
+    #: "<kind> <host> <start> <end>" in wall-clock seconds, to check flagged moves and client failures
+    fault_windows: list[str] = field(default_factory=list)
 
     def ok(self) -> bool:
         return (self.ownership.get("double_owner_samples") == 0 and not self.process_crashes
@@ -62,6 +79,8 @@ class Chaos:
         self._deck: list[str] = []
         self.timeline: list[str] = []
         self.t0 = time.monotonic()
+        #: wall-clock windows of every injected fault, to judge map moves and client failures
+        self.windows: list[FaultWindow] = []
 
     def _mark(self, kind: str, host: str, what: str) -> None:
         self.timeline.append(f"{time.monotonic() - self.t0:.2f}s {kind} {host} {what}")
@@ -89,10 +108,13 @@ class Chaos:
         host = self.rng.choice(lab.host_names)
         self.faults[kind] += 1
         self._mark(kind, host, "start")
+        window = FaultWindow(kind, host, time.time())
+        self.windows.append(window)
         try:
             self._inject(kind, host, hold_s)
         finally:
             self._mark(kind, host, "healed")
+            window.end = time.time()
         self._wait_hooks_registered()
 
     def _wait_hooks_registered(self, timeout_s: float = 30.0) -> None:
@@ -152,6 +174,11 @@ def run(seconds: float, seed: int, hosts: int = 4, hold: tuple[float, float] = (
                                          excluded=lambda: set(chaos.crashed))
         checker.start()
         chaos.t0 = time.monotonic()
+        initial = {b: o for b, (o, *_) in chaos_judge.read_map(lab).items()}
+        poller = MapPoller(lambda: chaos_judge.read_map(lab)).start()
+        clients = BannerWatch(lab, list(lab.topo.client_sources), interval_s=0.8, timeout_s=1.0,
+                              duration_s=seconds + max_extra_s + 300, max_sources=16)
+        clients.__enter__()
         result: OwnershipReport | None = None
         try:
             deadline = time.monotonic() + seconds
@@ -173,6 +200,21 @@ def run(seconds: float, seed: int, hosts: int = 4, hold: tuple[float, float] = (
                 report.process_crashes.append(f"no convergence after the run: {exc}")
         finally:
             result = checker.stop()
+            changes = poller.stop()
+            try:
+                transitions = clients.stop()
+            finally:
+                clients.__exit__()
+        ended = time.time()
+        homes = {b: h for h in lab.host_names for b in lab.home_buckets(h)}
+        report.false_failovers = chaos_judge.false_failovers(changes, chaos.windows, homes)
+        report.unclear_moves = chaos_judge.false_failovers(changes, chaos.windows, homes, temporary=True)
+        report.owner_changes = len(changes)
+        report.fault_windows = [f"{w.kind} {w.host} {w.start:.2f} {w.end or 0:.2f}" for w in chaos.windows]
+        report.clients = {**chaos_judge.totals(clients.outcomes),
+                          **chaos_judge.client_failures(transitions, lab.bucket_of, changes, initial, chaos.windows,
+                                                        ended),
+                          "sources": len(clients.sources), "map_read_errors": poller.errors}
         report.faults = dict(chaos.faults)
         report.timeline = chaos.timeline
         report.process_crashes += chaos.crashes
@@ -198,7 +240,14 @@ def main() -> None:
               f"{own['double_owner_samples']} (single-round overlaps {own['single_round_overlaps']}); "
               f"longest unowned {own['longest_unowned_s']:.2f} s; read errors {own['errors']}")
         print(f"process crashes {len(report.process_crashes)}; converged after: {report.converged_after}")
-        for line in [*own["examples"], *report.process_crashes]:  # type: ignore[misc]
+        cl = report.clients
+        print(f"clients: {cl['sources']} sources, {cl['attempts']} attempts, {cl['answered']} answered; failure runs "
+              f"{cl['failure_runs']} ({cl['unexplained_runs']} not explained by a fault or handoff), longest "
+              f"{cl['longest_failure_s']} s; owner changes {report.owner_changes}; false failovers (from a home host "
+              f"under no fault) {len(report.false_failovers)}, unclear moves from a temporary owner "
+              f"{len(report.unclear_moves)}; load average {os.getloadavg()}")
+        for line in [*own["examples"], *report.process_crashes, *report.false_failovers,  # type: ignore[misc]
+                     *cl["examples"]]:  # type: ignore[misc]
             print(f"  {line}")
     sys.exit(0 if report.ok() else 1)
 

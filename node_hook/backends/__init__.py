@@ -21,8 +21,13 @@ BACKEND_CLASSES: dict[str, tuple[str, str]] = {
 }
 
 
-def create_backend(spec: ClusterSpec, host_id: str, name: str | None = None) -> BucketBackend:
-    """The backend for ``spec`` on host ``host_id`` (``name`` overrides the configured one, e.g. memory)."""
+def create_backend(spec: ClusterSpec, host_id: str, name: str | None = None,
+                   deadman_s: float | None = None) -> BucketBackend:
+    """The backend for ``spec`` on host ``host_id`` (``name`` overrides the configured one, e.g. memory).
+
+    ``deadman_s``: the kernel stops accepting this long after the hook's last refresh
+    (controller/core/deadman.py); None installs no dead-man switch. The memory backend has none.
+    """
     chosen = name or spec.backend
     if chosen not in BACKEND_CLASSES:
         raise BackendError(f"unknown backend {chosen!r}: use one of {', '.join(BACKEND_CLASSES)}")
@@ -35,5 +40,5 @@ def create_backend(spec: ClusterSpec, host_id: str, name: str | None = None) -> 
     if chosen == "memory":
         backend: BucketBackend = cls(spec.buckets)
     else:
-        backend = cls(spec, host_id)
+        backend = cls(spec, host_id, deadman_s=deadman_s)
     return backend

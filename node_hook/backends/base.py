@@ -65,3 +65,28 @@ class BucketBackend(abc.ABC):
         lines = [f"revoke bucket {b}" for b in sorted(have - want)]
         lines += [f"grant bucket {b}" for b in sorted(want - have)]
         return lines
+
+    # ------------------------------------------------------------------ dead-man switch (docs/failure-modes.md)
+
+    #: E: how long the kernel keeps accepting the cluster's traffic after the hook's last refresh
+    #: (controller/core/deadman.py derives it from the session timeout); None: no dead-man switch.
+    deadman_s: float | None = None
+
+    def arm_alive(self) -> None:
+        """(Re)start the kernel's timer unconditionally; only after the map was applied and published.
+
+        Backends without a dead-man switch do nothing.
+        """
+        return None
+
+    def refresh_alive(self) -> bool:
+        """Extend the timer if it has not run out; False if it had (the kernel stopped accepting).
+
+        Never revives a lapsed timer where the kernel can tell (nftables); where it cannot
+        (xt_recent) the hook's own clock guards the refresh.
+        """
+        return True
+
+    def disarm_alive(self) -> None:
+        """Stop accepting now (the timer is cleared); a no-op without a dead-man switch."""
+        return None

@@ -26,6 +26,7 @@ Why:
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from controller.core.model import ClusterSpec
 from node_hook.backends import _prereq
 from node_hook.backends._clusterip_proc import ProcFile
 from node_hook.backends._common import check_bucket, check_buckets
+from node_hook.backends._deadman_ipt import RecentDeadman
 from node_hook.backends._iptrules import (
     add_service_matches,
     chain_comments,
@@ -59,7 +61,8 @@ class ClusterIPBackend(BucketBackend):
 
     name = "clusterip"
 
-    def __init__(self, spec: ClusterSpec, host_id: str, *, prefix: str = "cif", proc_dir: Path = PROC_DIR) -> None:
+    def __init__(self, spec: ClusterSpec, host_id: str, *, prefix: str = "cif", proc_dir: Path = PROC_DIR,
+                 deadman_s: float | None = None) -> None:
         self.spec = spec
         self.host_id = host_id
         self.total = spec.buckets
@@ -71,6 +74,9 @@ class ClusterIPBackend(BucketBackend):
         self.comment = f"cif:{self.fp}"
         self._lock = XtablesLock()
         self._table: Any = None
+        self.deadman_s = deadman_s
+        #: built even when off: install() then finds and removes a leftover rule of ours
+        self.deadman = RecentDeadman(self.chain, spec.interface, self.vip, deadman_s or 1, f"{self.comment}:alive")
 
     # ------------------------------------------------------------------ rules
 
@@ -148,6 +154,8 @@ class ClusterIPBackend(BucketBackend):
         if self.total > MAX_NODES:
             problems.append(f"CLUSTERIP takes at most {MAX_NODES} buckets, the config has {self.total}")
         problems.append(ports_problem(self.service))
+        if self.deadman_s is not None:
+            problems.append(_prereq.xt_extension_problem("matches", "recent", "xt_recent"))
         try:
             import_iptc()
         except BackendError as exc:
@@ -174,6 +182,7 @@ class ClusterIPBackend(BucketBackend):
 
     def install(self, initial: frozenset[int] = frozenset()) -> None:
         initial = check_buckets(initial, self.total)
+        self._install_deadman()
         existing, guard_ok = self._state()
         if existing is not None:
             problem = self._mismatch(existing)
@@ -237,7 +246,30 @@ class ClusterIPBackend(BucketBackend):
     def revoke(self, bucket: int) -> None:
         self.proc.change("-", check_bucket(bucket, self.total))
 
+    # ------------------------------------------------------------------ dead-man switch (_deadman_ipt)
+
+    def _install_deadman(self) -> None:
+        """Before the CLUSTERIP rule, so that an adopted, serving kernel is guarded from now on."""
+        if self.deadman_s is not None:
+            self.deadman.install()
+        elif os.path.exists(self.deadman.proc):  # turned off: a leftover rule would drop everything
+            self.deadman.remove()
+
+    def arm_alive(self) -> None:
+        if self.deadman_s is not None:
+            self.deadman.arm()
+
+    def refresh_alive(self) -> bool:
+        return True if self.deadman_s is None else self.deadman.refresh()
+
+    def disarm_alive(self) -> None:
+        if self.deadman_s is not None:
+            self.deadman.disarm()
+
     def remove(self) -> None:
+        if os.path.exists(self.deadman.proc):
+            self.deadman.remove()
+
         def edit(table: Any) -> None:
             iptc = import_iptc()
             parent = iptc.Chain(table, BUILTIN)

@@ -34,6 +34,7 @@ from controller.core.model import ClusterSpec
 from node_hook.backends import _mcast, _prereq
 from node_hook.backends._arp import ArpRewrite
 from node_hook.backends._common import check_bucket, check_buckets
+from node_hook.backends._deadman_nft import ALIVE, NftDeadman, alive_elements, removal_commands
 from node_hook.backends._naming import nft_table_name
 from node_hook.backends._nd import NdRewrite, interface_mac
 from node_hook.backends._nft import NftSession, nft_available
@@ -49,7 +50,8 @@ class NftablesBackend(BucketBackend):
 
     name = "nftables"
 
-    def __init__(self, spec: ClusterSpec, host_id: str, *, prefix: str = "cif") -> None:
+    def __init__(self, spec: ClusterSpec, host_id: str, *, prefix: str = "cif",
+                 deadman_s: float | None = None) -> None:
         self.spec = spec
         self.host_id = host_id
         self.total = spec.buckets
@@ -61,6 +63,9 @@ class NftablesBackend(BucketBackend):
         self.rules = self._render_rules()
         self.fp = fingerprint("nftables", self.table, self.rules, self.arp)
         self._nft: NftSession | None = None
+        self.deadman_s = deadman_s
+        self.deadman = None if deadman_s is None else NftDeadman(
+            self.family, self.table, spec.interface, str(spec.vip), deadman_s, f"cif:{self.fp}:{ALIVE}")
 
     # ------------------------------------------------------------------ rendering
 
@@ -131,7 +136,7 @@ class NftablesBackend(BucketBackend):
         has_set = any("set" in i and i["set"].get("name") == SET for i in items)
         if not has_set:  # a table of ours without its set: rebuild it as new
             return True, False, self.arp is not None
-        comments = [str(i["rule"].get("comment", "")) for i in items if "rule" in i]
+        comments = [str(i["rule"].get("comment", "")) for i in items if "rule" in i and i["rule"].get("chain") == CHAIN]
         rewrite = comments != [self._comment(i) for i in range(len(self.rules))]
         arp_rewrite = False
         if self.arp is not None:
@@ -141,9 +146,10 @@ class NftablesBackend(BucketBackend):
     def install(self, initial: frozenset[int] = frozenset()) -> None:
         initial = check_buckets(initial, self.total)
         fresh, rewrite, arp_rewrite = self._state()
+        deadman = self._deadman_commands(fresh)
         was_joined = _mcast.joined(self.spec.interface, self.spec.cluster_mac)
         _mcast.join(self.spec.interface, self.spec.cluster_mac)
-        if fresh or rewrite or arp_rewrite:
+        if fresh or rewrite or arp_rewrite or deadman:
             if fresh:
                 # a leftover table without its set: drop it inside the same transaction
                 stale = self._session().list_json(f"table {self.family} {self.table}") is not None
@@ -151,12 +157,42 @@ class NftablesBackend(BucketBackend):
             else:
                 prefix = ""
             try:
-                self._session().run(prefix + self.install_commands(initial, fresh, rewrite, arp_rewrite),
-                                    f"installing nftables cluster {self.spec.name}")
+                install = self.install_commands(initial, fresh, rewrite, arp_rewrite)
+                commands = "\n".join(c for c in [install, *deadman] if c)
+                self._session().run(prefix + commands, f"installing nftables cluster {self.spec.name}")
             except BackendError:
                 if not was_joined:
                     _mcast.leave(self.spec.interface, self.spec.cluster_mac)
                 raise
+
+    # ------------------------------------------------------------------ dead-man switch (_deadman_nft)
+
+    def _deadman_commands(self, fresh: bool) -> list[str]:
+        """Commands that put the alive chain in place (or remove a leftover one when it is off)."""
+        items = None if fresh else self._session().list_json(f"table {self.family} {self.table}")
+        if self.deadman is None:
+            return removal_commands(self.family, self.table, items)
+        return self.deadman.install_commands(items, fresh)
+
+    def arm_alive(self) -> None:
+        if self.deadman is not None:
+            self._session().run(self.deadman.arm_command(), "arming the dead-man switch")
+
+    def refresh_alive(self) -> bool:
+        if self.deadman is None:
+            return True
+        return self._session().try_run(self.deadman.refresh_command()) is None
+
+    def disarm_alive(self) -> None:
+        if self.deadman is not None:
+            self._session().try_run(self.deadman.disarm_command())
+
+    def alive(self) -> bool:
+        """Does the kernel accept the VIP's traffic right now (the alive element is present)?"""
+        if self.deadman is None:
+            return True
+        items = self._session().list_json(f"set {self.family} {self.table} {ALIVE}")
+        return items is not None and alive_elements(items) > 0
 
     def held(self) -> frozenset[int]:
         items = self._session().list_json(f"set {self.family} {self.table} {SET}")

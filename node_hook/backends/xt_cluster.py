@@ -22,6 +22,7 @@ Why:
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterable
 from typing import Any
@@ -31,6 +32,7 @@ from controller.core.model import ClusterSpec
 from node_hook.backends import _mcast, _prereq
 from node_hook.backends._arp import ArpRewrite
 from node_hook.backends._common import check_bucket, check_buckets
+from node_hook.backends._deadman_ipt import RecentDeadman
 from node_hook.backends._iptrules import (
     add_service_matches,
     chain_comments,
@@ -93,7 +95,8 @@ class XtClusterBackend(BucketBackend):
 
     name = "xt_cluster"
 
-    def __init__(self, spec: ClusterSpec, host_id: str, *, prefix: str = "cif") -> None:
+    def __init__(self, spec: ClusterSpec, host_id: str, *, prefix: str = "cif",
+                 deadman_s: float | None = None) -> None:
         self.spec = spec
         self.host_id = host_id
         self.total = spec.buckets
@@ -109,6 +112,9 @@ class XtClusterBackend(BucketBackend):
         self._template: Any = None
         self._template_match: Any = None
         self._nft: NftSession | None = None
+        self.deadman_s = deadman_s
+        #: built even when off: install() then finds and removes a leftover rule of ours
+        self.deadman = RecentDeadman(self.chain, spec.interface, self.vip, deadman_s or 1, f"{self.comment}:alive")
 
     # ------------------------------------------------------------------ rules
 
@@ -181,6 +187,8 @@ class XtClusterBackend(BucketBackend):
             _prereq.xt_extension_problem("matches", "comment", "xt_comment"),
             nft_available(),
         ]
+        if self.deadman_s is not None:
+            problems.append(_prereq.xt_extension_problem("matches", "recent", "xt_recent"))
         try:
             import_iptc()
         except BackendError as exc:
@@ -221,6 +229,7 @@ class XtClusterBackend(BucketBackend):
         initial = check_buckets(initial, self.total)
         if self.total > 32:
             raise BackendError(f"xt_cluster takes at most 32 buckets, the config has {self.total}")
+        self._install_deadman()
         unchanged, have = self._iptables_state()
         arp_comments = self.arp.comments(self._session())
         arp_fresh = arp_comments is None
@@ -247,8 +256,12 @@ class XtClusterBackend(BucketBackend):
         drop_chain(table, BUILTIN, self.chain)
         table.create_chain(self.chain)
         own = iptc.Chain(table, self.chain)
-        for rule in [self.balance_rule(keep), *guard_rules(self.service, self.comment)]:
+        for rule in [self.balance_rule(frozenset({1})), *guard_rules(self.service, self.comment)]:
             own.append_rule(rule)
+        # Then the real mask as patched bytes, in the same commit (bucket 1 is never accepted on its
+        # own): libxt_cluster 1.8.9 refuses nodemasks above 32 ("out of range (1-32)"), so a
+        # 12-bucket host owning nothing (! 0xfff) or buckets above 5 cannot be built from text.
+        own.replace_rule(self._patched(keep), 0)
         iptc.Chain(table, BUILTIN).insert_rule(self._jump(), 0)
 
     def held(self) -> frozenset[int]:
@@ -277,7 +290,29 @@ class XtClusterBackend(BucketBackend):
         check_bucket(bucket, self.total)
         self.apply(self.held() - {bucket})
 
+    # ------------------------------------------------------------------ dead-man switch (_deadman_ipt)
+
+    def _install_deadman(self) -> None:
+        """Before the balancing rules, so that an adopted, serving kernel is guarded from now on."""
+        if self.deadman_s is not None:
+            self.deadman.install()
+        elif os.path.exists(self.deadman.proc):  # turned off: a leftover rule would drop everything
+            self.deadman.remove()
+
+    def arm_alive(self) -> None:
+        if self.deadman_s is not None:
+            self.deadman.arm()
+
+    def refresh_alive(self) -> bool:
+        return True if self.deadman_s is None else self.deadman.refresh()
+
+    def disarm_alive(self) -> None:
+        if self.deadman_s is not None:
+            self.deadman.disarm()
+
     def remove(self) -> None:
+        if os.path.exists(self.deadman.proc):
+            self.deadman.remove()
         change_table(self._mangle(), self._lock, f"removing xt_cluster rules of {self.spec.name}",
                      lambda t: drop_chain(t, BUILTIN, self.chain))
         self._session().try_run(self.arp.delete_command())

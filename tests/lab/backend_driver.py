@@ -19,6 +19,7 @@ import os
 import selectors
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,42 @@ def _timed(fn: Any, *args: Any) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def handle(backend: Any, cmd: dict[str, Any]) -> dict[str, Any]:
+class KeepAlive:
+    """What the hook's dead-man thread does, for the driver: arm, then refresh every E/6 until halted."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.refreshes = self.failures = 0
+
+    def start(self) -> None:
+        self.backend.arm_alive()
+        self.stop.clear()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.backend.deadman_s / 6):
+            if self.backend.refresh_alive():
+                self.refreshes += 1
+            else:
+                self.failures += 1
+
+    def halt(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+
+
+def handle(backend: Any, cmd: dict[str, Any], keepalive: KeepAlive | None = None) -> dict[str, Any]:
     op = cmd["op"]
+    if op == "arm" and keepalive is not None:  # arm the dead-man timer and keep refreshing it
+        keepalive.start()
+        return {"held": sorted(backend.held())}
+    if op == "halt" and keepalive is not None:  # stop refreshing, as a dead hook would
+        keepalive.halt()
+        return {"refreshes": keepalive.refreshes, "failures": keepalive.failures}
     if op == "prereq":
         return {"problems": backend.check_prerequisites()}
     if op == "install":
@@ -105,15 +140,17 @@ def handle(backend: Any, cmd: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     from node_hook.backends import create_backend
 
-    spec = spec_from(json.loads(argv[1]))
-    backend = create_backend(spec, argv[2])
+    raw = json.loads(argv[1])
+    spec = spec_from(raw)
+    backend = create_backend(spec, argv[2], deadman_s=raw.get("deadman_s"))
+    keepalive = KeepAlive(backend)
     print(json.dumps({"ok": True, "ready": True, "pid": os.getpid()}), flush=True)
     for line in sys.stdin:
         if not line.strip():
             continue
         cmd = json.loads(line)
         try:
-            reply = {"ok": True, **handle(backend, cmd)}
+            reply = {"ok": True, **handle(backend, cmd, keepalive)}
         except BackendError as exc:
             reply = {"ok": False, "error": str(exc)}
         print(json.dumps(reply), flush=True)

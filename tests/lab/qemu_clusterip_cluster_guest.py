@@ -34,7 +34,7 @@ from tests.lab.backend_driver import Driver, make_spec  # noqa: E402
 
 PORT = 22
 MODULES = ("veth", "bridge", "ip_tables", "iptable_filter", "xt_tcpudp", "xt_comment", "xt_multiport",
-           "ipt_CLUSTERIP", "nf_conntrack", "nf_conntrack_netlink")
+           "ipt_CLUSTERIP", "nf_conntrack", "nf_conntrack_netlink", "iptable_raw", "xt_recent")
 
 
 def legacy_iptables_on_path() -> None:
@@ -100,6 +100,25 @@ def log(what: str) -> None:
     print(f"[{time.monotonic() - _T0:6.1f} s] {what}", file=sys.stderr, flush=True)
 
 
+def deadman_phase(topo: netns.LabTopology, spec: dict[str, Any], owners: dict[int, str | None],
+                  drivers: dict[str, Driver], obs: dict[str, Any]) -> None:
+    """h1 restarted with the dead-man switch (xt_recent, 1 s): it adopts {1, 2} but its kernel accepts
+    nothing until armed; armed and refreshed it serves; once refreshes stop it is silent again."""
+    silent = {**owners, **{b: None for b, h in owners.items() if h == "h1"}}
+    drivers["h1"].stop()
+    drivers["h1"] = Driver(topo.hosts[0].namespace, {**spec, "deadman_s": 1}, "h1", call_timeout_s=600).start(600)
+    obs["deadman_prereq"] = drivers["h1"].call("prereq")["problems"]
+    obs["deadman_install"] = drivers["h1"].call("install", initial=[3])
+    obs["deadman_rules"] = netns.nsexec(topo.hosts[0].namespace, ["iptables-legacy", "-t", "raw", "-S"]).stdout
+    obs["deadman_unarmed"] = check(topo, spec, silent)
+    drivers["h1"].call("arm")
+    obs["deadman_armed"] = check(topo, spec, owners)
+    obs["deadman_halt"] = drivers["h1"].call("halt")
+    time.sleep(1.5)
+    obs["deadman_halted"] = check(topo, spec, silent)
+    log("dead-man switch checked")
+
+
 def run(bench: int) -> dict[str, Any]:
     obs: dict[str, Any] = {}
     for module in MODULES:
@@ -147,6 +166,8 @@ def run(bench: int) -> dict[str, Any]:
             strip = re.compile(r"^#.*$|\[\d+:\d+\]", re.M)
             obs["restart_rules_unchanged"] = strip.sub("", save) == strip.sub("", after)
             obs["after_restart"] = check(topo, spec, owners)
+            log("restart checked")
+            deadman_phase(topo, spec, owners, drivers, obs)
         finally:
             stop_slowly(responders)
         if bench:

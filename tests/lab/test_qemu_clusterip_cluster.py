@@ -5,8 +5,10 @@ rule (tcp dport 22, hashmode sourceip, total-nodes 4, hash-init 0) installed and
 ClusterIPBackend, 200 client sources without a static neighbour entry. Shown: every source is
 answered, and accepted (conntrack), by exactly the host controller.core.hashing.clusterip_bucket
 predicts; revoking bucket 2 on h2 and granting it on h1 through /proc moves exactly bucket 2's
-sources; a restarted driver adopts the kernel's ownership and rewrites nothing; remove() deletes
-the rule and with it the /proc file. Skips only if qemu cannot start at all.
+sources; a restarted driver adopts the kernel's ownership and rewrites nothing; the dead-man switch
+(xt_recent in the raw table) keeps a host silent until armed, lets it serve while refreshed and
+silences it once refreshes stop; remove() deletes the rule and with it the /proc file. Skips only
+if qemu cannot start at all.
 """
 
 from __future__ import annotations
@@ -96,3 +98,13 @@ def test_restart_adopts_and_remove_cleans(guest: dict[str, Any]) -> None:
     assert guest["after_restart"]["matched"] == 200 and guest["after_restart"]["accepted_once"] == 200
     assert all(r["ok"] for r in guest["remove"].values()), guest["remove"]
     assert guest["proc_after_remove"] == ["", "", "", ""]
+
+
+def test_deadman_switch_with_xt_recent_on_6_1(guest: dict[str, Any]) -> None:
+    assert guest["deadman_prereq"] == []  # Debian's 6.1 has xt_recent and the raw table
+    assert guest["deadman_install"]["held"] == [1, 2]  # adopted as before
+    assert "-m recent ! --rcheck --seconds 1 --name CIF-unix0-alive" in guest["deadman_rules"], guest["deadman_rules"]
+    for phase in ("deadman_unarmed", "deadman_armed", "deadman_halted"):
+        _report(phase, guest[phase])
+        assert guest[phase]["problems"] == [] and guest[phase]["matched"] == 200, guest[phase]["problems"]
+    assert guest["deadman_halt"]["refreshes"] > 0 and guest["deadman_halt"]["failures"] == 0

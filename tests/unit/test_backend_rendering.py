@@ -139,3 +139,18 @@ def test_bucket_range_is_checked_before_the_kernel() -> None:
     for bad in (0, 5, True):
         with pytest.raises(BackendError, match=r"outside 1\.\.4"):
             backend.grant(bad)  # type: ignore[arg-type]
+
+
+def test_xt_cluster_rules_for_any_mask_are_patched_not_parsed() -> None:
+    """libxtables (through python-iptables) refuses nodemasks above 0xf, so a 12-bucket host owning
+    nothing (``! 0xfff``) or buckets 5..12 could not even install: rules are patched bytes instead."""
+    import struct
+
+    from node_hook.backends._xtables import MATCH_HEADER
+
+    backend = XtClusterBackend(dataclasses.replace(SPEC, buckets=12, backend="xt_cluster"), "h1")
+    for wanted in (frozenset(), frozenset({5, 12}), frozenset(range(1, 13))):
+        rule = backend._patched(wanted)
+        match = next(m for m in rule.matches if m.name == "cluster")
+        _total, mask, _seed, flags = struct.unpack_from("<IIII", match._match_buf, MATCH_HEADER)
+        assert (mask, flags) == mask_fields(wanted, 12)

@@ -36,7 +36,7 @@ class BannerWatch:
     MAX_RATE = 100.0
 
     def __init__(self, stack: Any, sources: Sequence[str], interval_s: float = 0.02, timeout_s: float = 0.5,
-                 duration_s: float = 120.0, max_sources: int = 8) -> None:
+                 duration_s: float = 120.0, max_sources: int = 8, raw: bool = False) -> None:
         self.stack = stack
         # An evenly spread sample keeps the rate per source high enough for a fine timeline.
         step = max(1, len(sources) // max_sources)
@@ -46,11 +46,17 @@ class BannerWatch:
         self.duration_s = duration_s
         self.proc: subprocess.Popen[str] | None = None
         self.started = 0.0
+        #: after stop(): per source, how many attempts ended in each state (host or "!reason")
+        self.outcomes: dict[str, dict[str, int]] = {}
+        #: with ``raw``, after stop(): per source every attempt as (start time, outcome)
+        self.raw = raw
+        self.results: dict[str, list[tuple[float, str]]] = {}
 
     def __enter__(self) -> BannerWatch:
         self.proc = self.stack.popen_client(
             "clusterlab.sshclient", "watch", "--vip", self.stack.topo.vip, "--sources", ",".join(self.sources),
-            "--interval", str(self.interval_s), "--timeout", str(self.timeout_s), "--duration", str(self.duration_s))
+            "--interval", str(self.interval_s), "--timeout", str(self.timeout_s), "--duration", str(self.duration_s),
+            *(["--raw"] if self.raw else []))
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
@@ -66,6 +72,8 @@ class BannerWatch:
         if proc.returncode != 0:
             raise LabError(f"banner watch failed: {err.strip()[-400:]}")
         data = json.loads(out.strip().splitlines()[-1])
+        self.outcomes = {src: dict(v.get("outcomes", {})) for src, v in data.items()}
+        self.results = {src: [(float(t), str(o)) for t, o in v.get("results", [])] for src, v in data.items()}
         return {src: [(float(t), str(s)) for t, s in v["transitions"]] for src, v in data.items()}
 
     def __exit__(self, *exc: object) -> None:

@@ -7,6 +7,11 @@ at least ten times a second. libnftables in-process answers in about a milliseco
 Usage: ``ip netns exec NS python owned_reader.py TABLE [FAMILY]``; each request line is a sequence
 number, each reply one JSON line ``{"seq": ..., "t": <CLOCK_MONOTONIC>, "owned": [buckets]}`` (an
 absent table or set is ``[]``), or ``{"seq": ..., "t": ..., "error": "..."}``.
+
+With a dead-man switch (``set alive``, node_hook/backends/_deadman_nft.py) the kernel accepts
+nothing once the alive element has expired, whatever ``owned`` says: the reply then lists no bucket
+(and ``"alive": false``), because ownership means "this kernel would answer the bucket's clients".
+The two sets are read one after the other (about a millisecond apart), like the hosts of a round.
 """
 
 from __future__ import annotations
@@ -26,6 +31,17 @@ def _owned(ctx: object, family: str, table: str) -> list[int]:
     return []
 
 
+def _alive(ctx: object, family: str, table: str) -> bool:
+    """False only when the table has an alive set and it is empty (expired): no dead-man switch is alive."""
+    rc, out, _ = ctx.cmd(f"list set {family} {table} alive")  # type: ignore[attr-defined]
+    if rc != 0:
+        return True
+    for item in json.loads(out).get("nftables", []):
+        if "set" in item:
+            return bool(item["set"].get("elem"))
+    return True
+
+
 def main() -> None:
     import nftables
 
@@ -37,7 +53,9 @@ def main() -> None:
         now = time.monotonic()
         seq = request.strip()[:20]  # echoed, so a checker that gave up on a late reply can skip it
         try:
-            reply: dict[str, object] = {"seq": seq, "t": now, "owned": _owned(ctx, family, table)}
+            owned = _owned(ctx, family, table)
+            alive = _alive(ctx, family, table)
+            reply: dict[str, object] = {"seq": seq, "t": now, "owned": owned if alive else [], "alive": alive}
         except Exception as exc:  # report, keep serving: the checker counts errors
             reply = {"seq": seq, "t": now, "error": f"{type(exc).__name__}: {exc}"[:200]}
         sys.stdout.write(json.dumps(reply) + "\n")

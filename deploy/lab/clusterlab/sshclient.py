@@ -72,6 +72,14 @@ class _Track:
         return out
 
     @property
+    def outcomes(self) -> dict[str, int]:
+        """How many attempts ended in each state (host name or "!reason")."""
+        counts: dict[str, int] = {}
+        for _, state in self.results:
+            counts[state] = counts.get(state, 0) + 1
+        return counts
+
+    @property
     def last(self) -> str | None:
         return max(self.results)[1] if self.results else None
 
@@ -268,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stall", type=float, default=5.0)
     parser.add_argument("--user", default="cif-user")
     parser.add_argument("--key", default="")
+    parser.add_argument("--raw", action="store_true", help="watch: also print every attempt [start, outcome]")
     args = parser.parse_args(argv)
     sources = [s for s in args.sources.split(",") if s]
     if args.mode == "banner":
@@ -278,7 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
         print(json.dumps({"started": time.time()}), flush=True)
         tracks = watch(args.vip, args.port, sources, args.interval, args.timeout, args.duration, stop)
-        print(json.dumps({s: {"transitions": t.transitions, "attempts": t.attempts} for s, t in tracks.items()}))
+        print(json.dumps({s: {"transitions": t.transitions, "attempts": t.attempts, "outcomes": t.outcomes,
+                              **({"results": sorted(t.results)} if args.raw else {})}
+                          for s, t in tracks.items()}))
     elif args.mode == "login":
         with ThreadPoolExecutor(max_workers=4) as pool:
             nodes = list(pool.map(lambda s: login(s, args.vip, args.port, args.user, args.key, args.timeout), sources))
