@@ -98,6 +98,9 @@ def _int(doc: Mapping[str, Any], key: str, where: str, lo: int = 0, hi: int = 2*
 
 def _float(doc: Mapping[str, Any], key: str, where: str, default: float | None = None) -> float:
     value = doc.get(key, default)
+    # An integer beyond a float's range overflows math.isfinite and float(): check its size first.
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**1000:
+        raise SchemaError(f"{where}.{key}: number too large")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise SchemaError(f"{where}.{key}: expected a finite number, got {value!r:.40}")
     return float(value)
