@@ -241,9 +241,11 @@ class NftablesBackend(BucketBackend):
                 cmds.append(f"delete element {t} {{ {', '.join(str(b) for b in sorted(have - target))} }}")
             if target - have:
                 cmds.append(f"add element {t} {{ {', '.join(str(b) for b in sorted(target - have))} }}")
-        if cmds:
-            self._session().run("\n".join(cmds), f"applying buckets {sorted(want)} (draining {sorted(drain)})")
-        return self.held(), self.draining()
+        if not cmds:
+            return sets[SET], sets[DRAIN_SET]
+        self._session().run("\n".join(cmds), f"applying buckets {sorted(want)} (draining {sorted(drain)})")
+        after = self._read_sets()
+        return after[SET], after[DRAIN_SET]
 
     def remove(self) -> None:
         nft = self._session()
