@@ -22,8 +22,9 @@ lists only buckets accepting NEW connections, so the grant waits for exactly the
 plain move, and never do two hosts accept new connections of one bucket. After the grant the old
 owner still drains; the drain ends (``draining`` None, a ``drain-end`` action with preserved and cut
 counts) when it reports no tracked connection of the bucket at an epoch at or after the drain
-started, when ``max_drain_s`` has passed (the rest are cut), when it fails or its hook leaves, or
-when the bucket moves again. A failed host's buckets never drain: their sessions are gone.
+started, when ``max_drain_s`` has passed (the rest are cut), when it is found down, or when the
+bucket moves again; even while no host is eligible. A drainer whose hook is away keeps draining
+(uncounted, so until the maximum). A failed host's buckets never drain: their sessions are gone.
 
 "Its hook's session is gone" proves a release only if a live hook would have re-registered by now.
 Right after a ZooKeeper outage every session may have expired while the hooks (rightly) kept
@@ -132,6 +133,17 @@ def can_drain(view: ClusterView, host: str) -> bool:
     return health is None or health.state is not Health.DOWN
 
 
+def keeps_draining(view: ClusterView, host: str) -> bool:
+    """May a drain that has started go on? Unless the drainer is down, gone from the configuration,
+    or draining was switched off. A drainer whose hook is away keeps draining (its kernel still
+    serves the sessions, as keeps_buckets reasons for owners; a hook restart must not cut them),
+    only without counts, so until ``max_drain_s``."""
+    if view.spec.failback.max_drain_s <= 0 or view.spec.backend not in DRAIN_BACKENDS:
+        return False
+    health = view.health.get(host)
+    return host in view.spec.host_ids and (health is None or health.state is not Health.DOWN)
+
+
 def _drain_over(view: ClusterView, bucket: int, state: BucketState, now: float) -> tuple[str, int | None] | None:
     """Why the drain of a granted bucket ends now, with how many sessions it cuts; None: it goes on."""
     host = state.draining
@@ -139,11 +151,11 @@ def _drain_over(view: ClusterView, bucket: int, state: BucketState, now: float) 
     status = view.statuses.get(host)
     counted = status is not None and status.epoch >= state.drain_epoch and bucket in status.sessions
     remaining = status.sessions[bucket] if counted and status is not None else None
-    if not can_drain(view, host):
+    if not keeps_draining(view, host):
         health = view.health.get(host)
         if health is not None and health.state is Health.DOWN:
             return f"{host} went down while draining", remaining
-        return f"{host} can no longer drain (hook gone or draining disabled)", remaining
+        return f"{host} can no longer drain (not configured, or draining disabled)", remaining
     if remaining == 0:
         return f"the last session on {host} closed", 0
     limit = view.spec.failback.max_drain_s
@@ -296,6 +308,9 @@ def plan(view: ClusterView, now: float, trust_absence: bool = True) -> Decision:
     if view.intents.paused:
         return Decision(current, False, (), {}, f"epoch {current.epoch}: paused by operator, changing nothing")
     if not eligible_hosts(view):
+        ends = _end_drains_only(view, now)
+        if ends is not None:
+            return ends
         return Decision(
             current,
             False,
@@ -313,7 +328,7 @@ def plan(view: ClusterView, now: float, trust_absence: bool = True) -> Decision:
         new_state = state
         reason = reasons.get(bucket, "")
         ended: tuple[str, int | None] | None = None
-        if state.draining is not None and state.owner is not None:
+        if state.draining is not None:
             ended = _drain_over(view, bucket, state, now)
             if ended is not None:
                 new_state = state = replace(state, draining=None, drain_since=0.0, drain_epoch=0, drain_sessions=None)
@@ -352,7 +367,7 @@ def plan(view: ClusterView, now: float, trust_absence: bool = True) -> Decision:
                 actions.append(Action("grant", bucket, target, grant_reason))
                 new_state = BucketState(owner=target, changed_epoch=epoch, since=now)
                 drainer = state.draining
-                if drainer is not None and drainer != target and can_drain(view, drainer):
+                if drainer is not None and drainer != target and keeps_draining(view, drainer):
                     status = view.statuses.get(drainer)
                     count = status.sessions.get(bucket) if status is not None else None
                     new_state = replace(new_state, draining=drainer, drain_since=state.drain_since,
@@ -367,8 +382,8 @@ def plan(view: ClusterView, now: float, trust_absence: bool = True) -> Decision:
             left = status.sessions.get(bucket) if status is not None else None
             if new_state.owner == state.draining:
                 why = "it owns the bucket again, its sessions continue"
-            elif not can_drain(view, state.draining):
-                why = f"{state.draining} can no longer drain (down, hook gone or draining disabled)"
+            elif not keeps_draining(view, state.draining):
+                why = f"{state.draining} can no longer drain (down, not configured or draining disabled)"
             else:
                 why = "the bucket moves again"
             ended = (why, 0 if new_state.owner == state.draining else left)
@@ -380,6 +395,23 @@ def plan(view: ClusterView, now: float, trust_absence: bool = True) -> Decision:
     new_map = BucketMap(current.cluster, epoch, new_buckets) if changed else current
     summary = _summarise(current.epoch, new_map.epoch, actions, waiting)
     return Decision(new_map, changed, tuple(actions), targets, summary, waiting)
+
+
+def _end_drains_only(view: ClusterView, now: float) -> Decision | None:
+    """With no host to move anything to, still end the drains that are over (a drain always ends)."""
+    current = view.map
+    buckets = dict(current.buckets)
+    actions: list[Action] = []
+    for bucket, state in sorted(current.buckets.items()):
+        ended = _drain_over(view, bucket, state, now) if state.draining is not None else None
+        if ended is not None:
+            actions.append(_drain_end(bucket, state, *ended))
+            buckets[bucket] = replace(state, draining=None, drain_since=0.0, drain_epoch=0, drain_sessions=None)
+    if not actions:
+        return None
+    new_map = BucketMap(current.cluster, current.epoch + 1, buckets)
+    summary = _summarise(current.epoch, new_map.epoch, actions, {}) + "; no host is eligible for anything else"
+    return Decision(new_map, True, tuple(actions), {}, summary)
 
 
 def _summarise(old_epoch: int, new_epoch: int, actions: list[Action], waiting: dict[int, str]) -> str:

@@ -95,6 +95,20 @@ def test_drain_ends_when_the_draining_host_fails() -> None:
     assert ends and ends[0].cut == 5 and ends[0].preserved == 0 and "went down" in ends[0].reason
 
 
+def test_a_drainer_whose_hook_restarts_keeps_draining_until_the_maximum() -> None:
+    sim = failed_over(max_drain=30.0)
+    sim.recover("h2")
+    drainer = sim.map.owner_of(2)
+    assert drainer is not None
+    sim.sessions = {drainer: {2: 5}}
+    sim.converge()
+    sim.members.pop(drainer)  # hook stopped, host healthy: its kernel still serves the sessions
+    assert not any(a.kind == "drain-end" for a in sim.step().actions)
+    sim.now += 30
+    ends = [a for a in sim.step().actions if a.kind == "drain-end" and a.bucket == 2]
+    assert ends and "maximum drain time" in ends[0].reason
+
+
 def test_drain_of_a_vanished_hook_ends_with_unknown_counts() -> None:
     sim = failed_over()
     sim.recover("h2")
