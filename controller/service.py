@@ -22,7 +22,7 @@ from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from controller.core import zk_layout as layout
 from controller.core.errors import ClusterIPFailoverError, CoordinationError, SchemaError
-from controller.core.model import ClusterSpec, ClusterView, Config, Health, HostHealth
+from controller.core.model import DRAIN_BACKENDS, ClusterSpec, ClusterView, Config, Health, HostHealth
 from controller.core.planner import Decision, plan
 from controller.core.schema import HistoryEvent
 from controller.election import LeaderElection
@@ -112,6 +112,11 @@ class ControllerService:
             loop.health.subscribe(lambda _h: self._poke())
             loop.health.start()
             self._watch(loop.spec)
+        for spec in self.config.clusters:
+            if spec.backend not in DRAIN_BACKENDS and spec.failback.policy == "drain":
+                log.warning("cluster %s: the %s backend cannot drain (no connection-state rule): failback policy "
+                            "drain moves buckets plainly and cuts their sessions; use nftables or xt_cluster",
+                            spec.name, spec.backend)
         self._thread = threading.Thread(target=self._run, name="controller", daemon=True)
         self._thread.start()
         log.info("controller %s started for clusters %s", self.controller_id, ", ".join(self.loops))
@@ -296,8 +301,10 @@ class ControllerService:
                 reason=action.reason,
                 controller=self.controller_id,
                 bucket=action.bucket,
-                from_host=action.host if action.kind == "revoke" else None,
+                from_host=action.host if action.kind in ("revoke", "drain-start", "drain-end") else None,
                 to_host=action.host if action.kind == "grant" else None,
+                preserved=action.preserved,
+                cut=action.cut,
             )
             for action in decision.actions
         ]

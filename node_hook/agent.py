@@ -23,8 +23,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
@@ -38,7 +38,7 @@ from controller.core.errors import BackendError, ClusterIPFailoverError, Coordin
 from controller.core.model import BucketMap, ClusterSpec, HookStatus, Member, ZooKeeperSettings
 from controller.zk.client import make_client, mapped_errors, start_client
 from controller.zk.store import ClusterStore
-from node_hook import fencing
+from node_hook import drain, fencing
 from node_hook.backends.base import BucketBackend
 from node_hook.peers import PeerResponder, ask_peers
 
@@ -73,6 +73,9 @@ class HookState:
     last_apply_s: float = 0.0
     #: the dead-man timer is armed and being refreshed (False also without a dead-man switch)
     alive_armed: bool = False
+    #: buckets kept for tracked connections only, and how many each still tracks (docs/drain.md)
+    draining: frozenset[int] = frozenset()
+    sessions: Mapping[int, int] = field(default_factory=dict)
 
 
 class HookAgent:
@@ -122,7 +125,7 @@ class HookAgent:
         self._outage_confirmed = False
         self._outage_confirmed_at: float | None = None
         self._peers_back_since: float | None = None
-        self._last_published: tuple[int, frozenset[int], str] | None = None
+        self._last_published: tuple[object, ...] | None = None
         self._last_publish_time = 0.0
         self._last_zk_ok = time.monotonic()
         self._zk_streak_since = self._last_zk_ok
@@ -135,6 +138,7 @@ class HookAgent:
                         else DeadmanTiming(backend.deadman_s, zk.session_timeout_s))
         #: monotonic time taken just before the last successful arm or refresh of the kernel timer
         self._alive_at = 0.0
+        self._drain_counter = drain.SessionCounter(spec, backend)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -291,8 +295,8 @@ class HookAgent:
 
     def _create_member_with_status(self, member_path: str, member_data: bytes) -> None:
         status_path = layout.status_path(self.spec.name, self.host_id)
-        key = (self.state.epoch, self.state.held, self.state.error)
-        status = schema.encode_status(HookStatus(self.host_id, key[0], key[1], time.time(), key[2]))
+        key = self._status_key()
+        status = schema.encode_status(self._status())
         for _ in range(5):
             exists = self.client.exists(status_path) is not None
             txn = self.client.transaction()
@@ -321,7 +325,10 @@ class HookAgent:
         resync = self.spec.handoff.resync_interval_s
         last_resync = time.monotonic()
         while not self._stop.is_set():
-            self._wake.wait(timeout=max(0.05, resync - (time.monotonic() - last_resync)))
+            wait = resync - (time.monotonic() - last_resync)
+            if self.state.draining:  # recount the draining buckets' connections
+                wait = min(wait, self.spec.failback.drain_poll_s)
+            self._wake.wait(timeout=max(0.05, wait))
             self._wake.clear()
             if self._stop.is_set():
                 break
@@ -355,6 +362,7 @@ class HookAgent:
                 self._reread_map()
         started = time.perf_counter()
         with self._lock:
+            roles = drain.Roles()
             if self.state.fenced:
                 wanted: frozenset[int] | None = frozenset()
                 epoch = self.state.epoch
@@ -363,25 +371,33 @@ class HookAgent:
                 epoch = 0
             else:
                 wanted = self._map.owned_by(self.host_id)
+                roles = drain.Roles.of(self._map, self.host_id)
                 epoch = self._map.epoch
                 if self._map_stale:
                     # Session lost and the map not re-read yet: let go of what it revokes, take nothing.
                     wanted = wanted & self.state.held
+                    roles = roles.within(wanted, self.state.draining)
                     epoch = self.state.epoch
             try:
-                held = self.backend.held() if wanted is None else self.backend.apply(wanted)
+                if wanted is None:
+                    held, draining = self.backend.held(), self.backend.draining()
+                else:
+                    held, draining = self.backend.apply_drain(wanted, roles.draining, roles.quiet)
                 error = ""
             except BackendError as exc:
-                held = self._safe_held()
+                held, draining = self._safe_held(), self.state.draining
                 error = str(exc)
                 log.error("kernel apply failed for epoch %d: %s", epoch, exc)
-            changed = held != self.state.held
+            changed = held != self.state.held or draining != self.state.draining
+            self.state.draining = draining
             self.state.held = held
             self.state.epoch = epoch
             self.state.error = error
             self.state.last_apply_s = time.perf_counter() - started
         if changed:
-            log.info("epoch %d: kernel now holds %s (%.2f ms)", epoch, _fmt(held), self.state.last_apply_s * 1000)
+            log.info("epoch %d: kernel now holds %s%s (%.2f ms)", epoch, _fmt(held),
+                     f", draining {_fmt(draining)}" if draining else "", self.state.last_apply_s * 1000)
+        self.state.sessions = self._drain_counter.count(draining)
         if connected and not self.state.fenced:
             self._publish(force=resync)
         if connected and not error:
@@ -409,11 +425,19 @@ class HookAgent:
         self._on_map(data, None)
         return True
 
+    def _status_key(self) -> tuple[object, ...]:
+        st = self.state
+        return (st.epoch, st.held, st.error, st.draining, tuple(sorted(st.sessions.items())))
+
+    def _status(self) -> HookStatus:
+        st = self.state
+        return HookStatus(self.host_id, st.epoch, st.held, time.time(), st.error, st.draining, dict(st.sessions))
+
     def _publish(self, force: bool = False) -> None:
-        key = (self.state.epoch, self.state.held, self.state.error)
+        key = self._status_key()
         if not force and key == self._last_published:
             return
-        status = HookStatus(self.host_id, self.state.epoch, self.state.held, time.time(), self.state.error)
+        status = self._status()
         try:
             self.store.publish_status(status)
         except CoordinationError as exc:

@@ -305,6 +305,9 @@ def _read_cluster(node: object, path: str, probs: Problems, top_profile: Profile
     failback = section(FailbackSettings(), data.get("failback"), at("failback"), probs)
     if failback.hold_down_s < 0:
         probs.add(at("failback.hold_down_s"), "must not be negative", "use 0 or more seconds")
+    if not 0.05 <= failback.drain_poll_s <= 60:
+        probs.add(at("failback.drain_poll_s"), f"{failback.drain_poll_s:g} is outside 0.05..60",
+                  "use e.g. 0.5 (seconds between session counts of a draining hook)")
     handoff = _handoff(data.get("handoff"), at("handoff"), probs, profile.handoff)
 
     if len(probs) > before or None in (name, backend, vip, interface, buckets, mac, protocol, hosts):

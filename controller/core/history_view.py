@@ -53,6 +53,9 @@ def render_event(event: HistoryEvent) -> str:
         what += f" from {event.from_host}"
     if event.to_host is not None:
         what += f" to {event.to_host}"
+    if event.preserved is not None or event.cut is not None:
+        show = ["?" if n is None else str(n) for n in (event.preserved, event.cut)]
+        what += f": {show[0]} sessions preserved, {show[1]} cut"
     reason = f" ({event.reason})" if event.reason else ""
     by = f" [{event.controller}]" if event.controller else ""
     return f"{format_time(event.time)} epoch {event.epoch} {what}{reason}{by}"
@@ -69,4 +72,6 @@ def event_json(event: HistoryEvent) -> dict[str, Any]:
         "to": event.to_host,
         "reason": event.reason,
         "controller": event.controller,
+        "preserved": event.preserved,
+        "cut": event.cut,
     }

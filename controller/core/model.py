@@ -21,8 +21,13 @@ BACKENDS: tuple[Backend, ...] = ("clusterip", "xt_cluster", "nftables")
 HashMode = Literal["sourceip", "sourceip-sourceport", "sourceip-sourceport-destport"]
 HASH_MODES: tuple[HashMode, ...] = ("sourceip", "sourceip-sourceport", "sourceip-sourceport-destport")
 
-FailbackPolicy = Literal["immediate", "delayed", "manual"]
-FAILBACK_POLICIES: tuple[FailbackPolicy, ...] = ("immediate", "delayed", "manual")
+FailbackPolicy = Literal["immediate", "delayed", "manual", "drain"]
+FAILBACK_POLICIES: tuple[FailbackPolicy, ...] = ("immediate", "delayed", "manual", "drain")
+
+#: Backends whose kernel rules can keep a bucket's established connections on one host while another
+#: takes its new ones (docs/drain.md). CLUSTERIP has no conntrack-state rule of its own: plain moves.
+#: xt_cluster could (a second cluster match with --ctstate) but is not implemented yet.
+DRAIN_BACKENDS: tuple[Backend, ...] = ("nftables",)
 
 #: Largest bucket count each backend can express (CLUSTERIP's bitmap, xt_cluster's 32-bit nodemask).
 #: nftables has no hard limit; we cap it to keep maps readable and znodes small.
@@ -109,10 +114,19 @@ class HandoffSettings:
 
 @dataclass(frozen=True)
 class FailbackSettings:
-    """When a recovered host gets its home buckets back."""
+    """When a recovered host gets its home buckets back, and how planned moves treat sessions.
+
+    ``drain`` fails back at once like ``immediate``; under every policy a *planned* move (failback,
+    ``clusterip-ctl drain``/``move``) of a bucket whose old owner is healthy is connection-aware: the
+    old owner keeps the connections it tracks for at most ``max_drain_s`` while the new owner takes
+    every new one (docs/drain.md). ``max_drain_s: 0`` turns that off (plain moves cut sessions).
+    ``drain_poll_s``: how often a draining hook recounts the connections it still tracks.
+    """
 
     policy: FailbackPolicy = "delayed"
     hold_down_s: float = 30.0
+    max_drain_s: float = 600.0
+    drain_poll_s: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -230,13 +244,20 @@ class Member:
 
 @dataclass(frozen=True)
 class HookStatus:
-    """What a hook reports it actually applied: the kernel's buckets as read back, at a map epoch."""
+    """What a hook reports it actually applied: the kernel's buckets as read back, at a map epoch.
+
+    ``held``: buckets whose NEW connections the kernel accepts (the exclusivity proof). ``draining``:
+    buckets the kernel keeps for already tracked connections only; ``sessions``: per draining bucket,
+    how many connections conntrack still tracks (absent: not counted, e.g. conntrack unreadable).
+    """
 
     host_id: str
     epoch: int
     held: frozenset[int]
     updated: float
     error: str = ""
+    draining: frozenset[int] = frozenset()
+    sessions: Mapping[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -246,6 +267,11 @@ class BucketState:
     ``owner`` is the host that must accept the bucket's traffic. While a bucket moves, ``owner`` is
     None and ``releasing`` names the previous owner that was told to let go at ``changed_epoch``; the
     controller grants the bucket to ``target`` only once ``releasing`` confirmed (or lost its session).
+
+    A planned move drains: ``draining`` names the previous owner, which keeps accepting packets of the
+    connections it already tracks (never new ones) from ``drain_epoch`` (wall clock ``drain_since``)
+    until it tracks none, the maximum drain time passes, or it fails. ``drain_sessions`` is how many
+    it tracked when the new owner was granted the bucket (None: not known).
     """
 
     owner: str | None
@@ -253,6 +279,10 @@ class BucketState:
     target: str | None = None
     changed_epoch: int = 0
     since: float = 0.0
+    draining: str | None = None
+    drain_since: float = 0.0
+    drain_epoch: int = 0
+    drain_sessions: int | None = None
 
     @property
     def state(self) -> Literal["serving", "moving", "unowned"]:
@@ -276,6 +306,17 @@ class BucketMap:
 
     def owned_by(self, host_id: str) -> frozenset[int]:
         return frozenset(b for b, s in self.buckets.items() if s.owner == host_id)
+
+    def draining_on(self, host_id: str) -> frozenset[int]:
+        """Buckets ``host_id`` keeps for its tracked connections only (it accepts no new ones)."""
+        return frozenset(b for b, s in self.buckets.items() if s.draining == host_id and s.owner != host_id)
+
+    def quiet_on(self, host_id: str) -> frozenset[int]:
+        """Buckets ``host_id`` owns while another host drains them: mid-stream packets it does not
+        track belong to the draining host's sessions and must be dropped, not answered with a reset."""
+        return frozenset(
+            b for b, s in self.buckets.items() if s.owner == host_id and s.draining not in (None, host_id)
+        )
 
     def owner_of(self, bucket: int) -> str | None:
         state = self.buckets.get(bucket)

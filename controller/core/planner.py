@@ -15,6 +15,17 @@ It works in two stages:
 The result is the next map (epoch + 1 if anything changed), the revoke/grant actions in the order
 they take effect, and a one-line summary for the log.
 
+**Draining** (docs/drain.md). A *planned* move — the old owner is healthy and its backend can keep
+tracked connections (:func:`can_drain`) — revokes with ``draining`` = old owner: its kernel stops
+accepting new connections of the bucket but keeps those it tracks. ``held`` in a hook's status
+lists only buckets accepting NEW connections, so the grant waits for exactly the same proof as a
+plain move, and never do two hosts accept new connections of one bucket. After the grant the old
+owner still drains; the drain ends (``draining`` None, a ``drain-end`` action with preserved and cut
+counts) when it reports no tracked connection of the bucket at an epoch at or after the drain
+started, when ``max_drain_s`` has passed (the rest are cut), when it is found down, or when the
+bucket moves again; even while no host is eligible. A drainer whose hook is away keeps draining
+(uncounted, so until the maximum). A failed host's buckets never drain: their sessions are gone.
+
 "Its hook's session is gone" proves a release only if a live hook would have re-registered by now.
 Right after a ZooKeeper outage every session may have expired while the hooks (rightly) kept
 serving, so a controller that has just (re)gained leadership passes ``trust_absence=False`` for a
@@ -27,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from controller.core.model import BucketMap, BucketState, ClusterView, Health
+from controller.core.model import DRAIN_BACKENDS, BucketMap, BucketState, ClusterView, Health
 
 #: Buckets named in one summary line before it says "and N more".
 _SUMMARY_ITEMS = 6
@@ -35,12 +46,19 @@ _SUMMARY_ITEMS = 6
 
 @dataclass(frozen=True)
 class Action:
-    """One step of a move. Revokes always come before the grant of the same bucket."""
+    """One step of a move. Revokes always come before the grant of the same bucket.
 
-    kind: Literal["revoke", "grant"]
+    ``drain-start``/``drain-end`` name the draining host; a drain-end carries how many of the
+    sessions it tracked finished there (``preserved``) and how many were cut (``cut``), None when
+    the hook never reported a count.
+    """
+
+    kind: Literal["revoke", "grant", "drain-start", "drain-end"]
     bucket: int
     host: str
     reason: str
+    preserved: int | None = None
+    cut: int | None = None
 
 
 @dataclass(frozen=True)
@@ -101,10 +119,66 @@ def _not_yet_judged(view: ClusterView, host: str, now: float) -> bool:
     return now - health.since < STARTUP_GRACE_S
 
 
+def can_drain(view: ClusterView, host: str) -> bool:
+    """May ``host`` keep the tracked connections of a bucket it gives up (a planned move)?
+
+    Only a host that is in the configuration, not known down and whose hook is live (it has to apply
+    the drain and count connections), on a backend that can express it, with draining enabled.
+    """
+    if view.spec.failback.max_drain_s <= 0 or view.spec.backend not in DRAIN_BACKENDS:
+        return False
+    if host not in view.spec.host_ids or host not in view.members:
+        return False
+    health = view.health.get(host)
+    return health is None or health.state is not Health.DOWN
+
+
+def keeps_draining(view: ClusterView, host: str) -> bool:
+    """May a drain that has started go on? Unless the drainer is down, gone from the configuration,
+    or draining was switched off. A drainer whose hook is away keeps draining (its kernel still
+    serves the sessions, as keeps_buckets reasons for owners; a hook restart must not cut them),
+    only without counts, so until ``max_drain_s``."""
+    if view.spec.failback.max_drain_s <= 0 or view.spec.backend not in DRAIN_BACKENDS:
+        return False
+    health = view.health.get(host)
+    return host in view.spec.host_ids and (health is None or health.state is not Health.DOWN)
+
+
+def _drain_over(view: ClusterView, bucket: int, state: BucketState, now: float) -> tuple[str, int | None] | None:
+    """Why the drain of a granted bucket ends now, with how many sessions it cuts; None: it goes on."""
+    host = state.draining
+    assert host is not None
+    status = view.statuses.get(host)
+    counted = status is not None and status.epoch >= state.drain_epoch and bucket in status.sessions
+    remaining = status.sessions[bucket] if counted and status is not None else None
+    if not keeps_draining(view, host):
+        health = view.health.get(host)
+        if health is not None and health.state is Health.DOWN:
+            return f"{host} went down while draining", remaining
+        return f"{host} can no longer drain (not configured, or draining disabled)", remaining
+    if remaining == 0:
+        return f"the last session on {host} closed", 0
+    limit = view.spec.failback.max_drain_s
+    if now - state.drain_since >= limit:
+        return f"maximum drain time {limit:g} s reached", remaining
+    return None
+
+
+def _drain_end(bucket: int, state: BucketState, why: str, cut: int | None) -> Action:
+    assert state.draining is not None
+    start = state.drain_sessions
+    preserved = None if start is None or cut is None else max(0, start - cut)
+    kept = "?" if preserved is None else str(preserved)
+    counts = f"{kept} sessions finished there, {'?' if cut is None else cut} cut"
+    return Action("drain-end", bucket, state.draining, f"{why}; {counts}", preserved, cut)
+
+
 def _failback_allowed(view: ClusterView, home: str, now: float) -> tuple[bool, str]:
     policy = view.spec.failback.policy
     if policy == "immediate":
         return True, f"failback to home host {home} (immediate)"
+    if policy == "drain":
+        return True, f"failback to home host {home} (drain: new connections at once, old ones finish on the survivor)"
     health = view.health[home]
     if policy == "delayed":
         hold = view.spec.failback.hold_down_s
@@ -147,12 +221,14 @@ def compute_targets(view: ClusterView, now: float) -> tuple[dict[int, str | None
             reasons[bucket] = f"pinned to {pin} by operator"
         elif home is not None and home == current and keeps_buckets(view, home):
             targets[bucket] = home
-        elif home is not None and home in eligible_set and current is not None:
+        elif home is not None and home in eligible_set and (current is not None or state.releasing is not None):
+            # Also while the bucket is between revoke and grant: otherwise a failback revoke would be
+            # re-targeted to the least-loaded host (often the one it just left) and loop forever.
             allowed, why = _failback_allowed(view, home, now)
             if allowed:
                 targets[bucket] = home
                 reasons[bucket] = why
-            elif keeps_buckets(view, current):
+            elif current is not None and keeps_buckets(view, current):
                 targets[bucket] = current
             else:
                 orphans.append(bucket)
@@ -232,6 +308,9 @@ def plan(view: ClusterView, now: float, trust_absence: bool = True) -> Decision:
     if view.intents.paused:
         return Decision(current, False, (), {}, f"epoch {current.epoch}: paused by operator, changing nothing")
     if not eligible_hosts(view):
+        ends = _end_drains_only(view, now)
+        if ends is not None:
+            return ends
         return Decision(
             current,
             False,
@@ -248,6 +327,11 @@ def plan(view: ClusterView, now: float, trust_absence: bool = True) -> Decision:
         target = targets[bucket]
         new_state = state
         reason = reasons.get(bucket, "")
+        ended: tuple[str, int | None] | None = None
+        if state.draining is not None:
+            ended = _drain_over(view, bucket, state, now)
+            if ended is not None:
+                new_state = state = replace(state, draining=None, drain_since=0.0, drain_epoch=0, drain_sessions=None)
         if state.owner is not None and state.owner != target and target is not None:
             owner = state.owner
             gone = owner not in view.members and not keeps_buckets(view, owner)
@@ -261,8 +345,15 @@ def plan(view: ClusterView, now: float, trust_absence: bool = True) -> Decision:
                 else:
                     waiting[bucket] = blocker or why
             if new_state is state:
-                actions.append(Action("revoke", bucket, owner, reason))
-                new_state = BucketState(owner=None, releasing=owner, target=target, changed_epoch=epoch, since=now)
+                if can_drain(view, owner):
+                    actions.append(Action("revoke", bucket, owner, f"{reason}; {owner} keeps its sessions (draining)"))
+                    actions.append(Action("drain-start", bucket, owner, f"{reason}; new connections go to {target}"))
+                    new_state = BucketState(owner=None, releasing=owner, target=target, changed_epoch=epoch, since=now,
+                                            draining=owner, drain_since=now, drain_epoch=epoch)
+                else:
+                    actions.append(Action("revoke", bucket, owner, reason))
+                    new_state = BucketState(owner=None, releasing=owner, target=target, changed_epoch=epoch,
+                                            since=now)
         elif state.owner is None and target is not None:
             releasing = state.releasing
             ok, why = (
@@ -275,10 +366,30 @@ def plan(view: ClusterView, now: float, trust_absence: bool = True) -> Decision:
                 grant_reason = "; ".join(x for x in (reason or _why_leaving(view, releasing), why) if x)
                 actions.append(Action("grant", bucket, target, grant_reason))
                 new_state = BucketState(owner=target, changed_epoch=epoch, since=now)
+                drainer = state.draining
+                if drainer is not None and drainer != target and keeps_draining(view, drainer):
+                    status = view.statuses.get(drainer)
+                    count = status.sessions.get(bucket) if status is not None else None
+                    new_state = replace(new_state, draining=drainer, drain_since=state.drain_since,
+                                        drain_epoch=state.drain_epoch, drain_sessions=count)
             else:
                 waiting[bucket] = blocker or why
                 if state.target != target:
                     new_state = replace(state, target=target)
+        if state.draining is not None and new_state.draining != state.draining:
+            # The bucket moved again, its drainer failed, or (target = drainer) it took the bucket back.
+            status = view.statuses.get(state.draining)
+            left = status.sessions.get(bucket) if status is not None else None
+            if new_state.owner == state.draining:
+                why = "it owns the bucket again, its sessions continue"
+            elif not keeps_draining(view, state.draining):
+                why = f"{state.draining} can no longer drain (down, not configured or draining disabled)"
+            else:
+                why = "the bucket moves again"
+            ended = (why, 0 if new_state.owner == state.draining else left)
+        if ended is not None:
+            original = current.buckets[bucket]
+            actions.append(_drain_end(bucket, original, *ended))
         new_buckets[bucket] = new_state
     changed = any(new_buckets[b] != current.buckets[b] for b in current.buckets)
     new_map = BucketMap(current.cluster, epoch, new_buckets) if changed else current
@@ -286,12 +397,28 @@ def plan(view: ClusterView, now: float, trust_absence: bool = True) -> Decision:
     return Decision(new_map, changed, tuple(actions), targets, summary, waiting)
 
 
+def _end_drains_only(view: ClusterView, now: float) -> Decision | None:
+    """With no host to move anything to, still end the drains that are over (a drain always ends)."""
+    current = view.map
+    buckets = dict(current.buckets)
+    actions: list[Action] = []
+    for bucket, state in sorted(current.buckets.items()):
+        ended = _drain_over(view, bucket, state, now) if state.draining is not None else None
+        if ended is not None:
+            actions.append(_drain_end(bucket, state, *ended))
+            buckets[bucket] = replace(state, draining=None, drain_since=0.0, drain_epoch=0, drain_sessions=None)
+    if not actions:
+        return None
+    new_map = BucketMap(current.cluster, current.epoch + 1, buckets)
+    summary = _summarise(current.epoch, new_map.epoch, actions, {}) + "; no host is eligible for anything else"
+    return Decision(new_map, True, tuple(actions), {}, summary)
+
+
 def _summarise(old_epoch: int, new_epoch: int, actions: list[Action], waiting: dict[int, str]) -> str:
     parts: list[str] = []
     for action in actions[:_SUMMARY_ITEMS]:
-        verb = "revoke" if action.kind == "revoke" else "grant"
-        prep = "from" if action.kind == "revoke" else "to"
-        parts.append(f"{verb} b{action.bucket} {prep} {action.host} ({action.reason})")
+        prep = {"revoke": "from", "grant": "to", "drain-start": "on", "drain-end": "on"}[action.kind]
+        parts.append(f"{action.kind} b{action.bucket} {prep} {action.host} ({action.reason})")
     if len(actions) > _SUMMARY_ITEMS:
         parts.append(f"and {len(actions) - _SUMMARY_ITEMS} more actions")
     for bucket, why in list(sorted(waiting.items()))[:_SUMMARY_ITEMS]:

@@ -33,6 +33,8 @@ SCHEMA_VERSION = 1
 MAX_DOCUMENT_BYTES = 256 * 1024
 MAX_BUCKET = 256
 MAX_TEXT = 512
+#: Largest per-bucket connection count a hook may report (conntrack tables are far smaller).
+MAX_SESSIONS = 2**31 - 1
 HOST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 Kind = Literal["bucket-map", "member", "hook-status", "intents", "health", "history-event"]
@@ -50,6 +52,9 @@ class HistoryEvent:
     bucket: int | None = None
     from_host: str | None = None
     to_host: str | None = None
+    #: drain-end only: sessions that finished on the draining host / were cut at the end (None: unknown)
+    preserved: int | None = None
+    cut: int | None = None
 
 
 # --------------------------------------------------------------------------- low-level checks
@@ -93,6 +98,9 @@ def _int(doc: Mapping[str, Any], key: str, where: str, lo: int = 0, hi: int = 2*
 
 def _float(doc: Mapping[str, Any], key: str, where: str, default: float | None = None) -> float:
     value = doc.get(key, default)
+    # An integer beyond a float's range overflows math.isfinite and float(): check its size first.
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**1000:
+        raise SchemaError(f"{where}.{key}: number too large")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise SchemaError(f"{where}.{key}: expected a finite number, got {value!r:.40}")
     return float(value)
@@ -136,17 +144,38 @@ def _object(value: object, where: str) -> Mapping[str, Any]:
 # --------------------------------------------------------------------------- bucket map
 
 
-def encode_map(bucket_map: BucketMap) -> bytes:
-    buckets = {
-        str(b): {
-            "owner": s.owner,
-            "releasing": s.releasing,
-            "target": s.target,
-            "changed_epoch": s.changed_epoch,
-            "since": s.since,
-        }
-        for b, s in sorted(bucket_map.buckets.items())
+def _bucket_doc(s: BucketState) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "owner": s.owner,
+        "releasing": s.releasing,
+        "target": s.target,
+        "changed_epoch": s.changed_epoch,
+        "since": s.since,
     }
+    if s.draining is not None:
+        # Written only while a bucket drains: maps without a drain stay byte-identical to before,
+        # and a hook of an older version simply ignores these keys (it drops the bucket: a plain move).
+        doc.update(draining=s.draining, drain_since=s.drain_since, drain_epoch=s.drain_epoch,
+                   drain_sessions=s.drain_sessions)
+    return doc
+
+
+def _drain_fields(entry: Mapping[str, Any], at: str, epoch: int) -> dict[str, Any]:
+    """The optional drain keys of one bucket (absent in maps written before draining existed)."""
+    draining = _opt_host(entry, "draining", at)
+    if draining is None:
+        return {}
+    sessions = entry.get("drain_sessions")
+    return {
+        "draining": draining,
+        "drain_since": _float(entry, "drain_since", at, 0.0),
+        "drain_epoch": _int(entry, "drain_epoch", at, hi=epoch),
+        "drain_sessions": None if sessions is None else _int(entry, "drain_sessions", at, hi=MAX_SESSIONS),
+    }
+
+
+def encode_map(bucket_map: BucketMap) -> bytes:
+    buckets = {str(b): _bucket_doc(s) for b, s in sorted(bucket_map.buckets.items())}
     return _dump("bucket-map", {"cluster": bucket_map.cluster, "epoch": bucket_map.epoch, "buckets": buckets})
 
 
@@ -167,9 +196,12 @@ def decode_map(data: bytes) -> BucketMap:
             target=_opt_host(entry, "target", at),
             changed_epoch=_int(entry, "changed_epoch", at, hi=epoch),
             since=_float(entry, "since", at, 0.0),
+            **_drain_fields(entry, at, epoch),
         )
         if state.owner is not None and state.releasing is not None:
             raise SchemaError(f"{at}: has both an owner and a releasing host; a bucket is one or the other")
+        if state.draining is not None and state.draining == state.owner:
+            raise SchemaError(f"{at}: {state.owner} both owns and drains it; a host does one or the other")
         buckets[bucket] = state
     expected = set(range(1, len(buckets) + 1))
     if set(buckets) != expected:
@@ -219,6 +251,8 @@ def encode_status(status: HookStatus) -> bytes:
             "held": sorted(status.held),
             "updated": status.updated,
             "error": status.error,
+            "draining": sorted(status.draining),
+            "sessions": {str(b): n for b, n in sorted(status.sessions.items())},
         },
     )
 
@@ -237,7 +271,24 @@ def decode_status(data: bytes, expected_host: str | None = None) -> HookStatus:
         held=frozenset(_bucket(b, f"hook-status {hid}.held") for b in held),
         updated=_float(doc, "updated", f"hook-status {hid}"),
         error=_text(doc, "error", f"hook-status {hid}", ""),
+        draining=_bucket_list(doc, "draining", f"hook-status {hid}"),
+        sessions=_sessions(doc, f"hook-status {hid}"),
     )
+
+
+def _bucket_list(doc: Mapping[str, Any], key: str, where: str) -> frozenset[int]:
+    value = doc.get(key, [])
+    if not isinstance(value, list) or len(value) > MAX_BUCKET:
+        raise SchemaError(f"{where}.{key}: expected a list of at most {MAX_BUCKET} buckets")
+    return frozenset(_bucket(b, f"{where}.{key}") for b in value)
+
+
+def _sessions(doc: Mapping[str, Any], where: str) -> dict[int, int]:
+    """Per-bucket connection counts (absent in statuses written before draining existed)."""
+    raw = _object(doc.get("sessions", {}), f"{where}.sessions")
+    if len(raw) > MAX_BUCKET:
+        raise SchemaError(f"{where}.sessions: more than {MAX_BUCKET} buckets")
+    return {_bucket(b, f"{where}.sessions key"): _int(raw, b, f"{where}.sessions", hi=MAX_SESSIONS) for b in raw}
 
 
 # --------------------------------------------------------------------------- intents and health
@@ -321,6 +372,8 @@ def encode_event(event: HistoryEvent) -> bytes:
             "bucket": event.bucket,
             "from": event.from_host,
             "to": event.to_host,
+            **({} if event.preserved is None else {"preserved": event.preserved}),
+            **({} if event.cut is None else {"cut": event.cut}),
         },
     )
 
@@ -338,4 +391,6 @@ def decode_event(data: bytes) -> HistoryEvent:
         bucket=None if bucket is None else _bucket(bucket, f"{where}.bucket"),
         from_host=_opt_host(doc, "from", where),
         to_host=_opt_host(doc, "to", where),
+        preserved=None if doc.get("preserved") is None else _int(doc, "preserved", where, hi=MAX_SESSIONS),
+        cut=None if doc.get("cut") is None else _int(doc, "cut", where, hi=MAX_SESSIONS),
     )

@@ -59,6 +59,11 @@ class BucketRow:
     releasing: str | None
     target: str | None
     pinned: str | None
+    #: the previous owner still serving the bucket's established sessions (docs/drain.md)
+    drain_host: str | None = None
+    #: sessions it still tracks, as its hook last counted them (None: not counted yet)
+    drain_sessions: int | None = None
+    drain_since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ def bucket_state(view: ClusterView, bucket: int) -> BucketStateName:
     """serving / moving / draining / unowned, as the status table shows it (see module docstring)."""
     state = view.map.buckets[bucket]
     if state.owner is not None:
-        return "draining" if state.owner in view.intents.drained else "serving"
+        return "draining" if state.owner in view.intents.drained or state.draining else "serving"
     return "moving" if state.releasing is not None else "unowned"
 
 
@@ -120,9 +125,19 @@ def bucket_rows(view: ClusterView) -> tuple[BucketRow, ...]:
             releasing=s.releasing,
             target=s.target,
             pinned=view.intents.pins.get(b),
+            drain_host=s.draining,
+            drain_sessions=_remaining(view, b),
+            drain_since=s.drain_since if s.draining else None,
         )
         for b, s in sorted(view.map.buckets.items())
     )
+
+
+def _remaining(view: ClusterView, bucket: int) -> int | None:
+    """Sessions the draining host of ``bucket`` still tracks, from its hook's last count."""
+    state = view.map.buckets[bucket]
+    status = view.statuses.get(state.draining) if state.draining else None
+    return None if status is None else status.sessions.get(bucket)
 
 
 def host_rows(view: ClusterView) -> tuple[HostRow, ...]:
@@ -230,6 +245,10 @@ def summarize(data: StatusInput, utc_offset_s: int = 0) -> ClusterStatus:
         findings.append(_plural(len(moving), "bucket") + " moving (" + _names(
             [f"b{r.bucket} {r.releasing} -> {r.target or '?'}" for r in moving]) + ")")
     findings += _host_findings(view, now, utc_offset_s)
+    # A drain is a planned, healthy state: said in the verdict, but it does not degrade the level.
+    drains = [r for r in buckets if r.drain_host is not None]
+    info = [_plural(len(drains), "bucket") + " draining (" + _names(
+        [f"b{r.bucket} on {r.drain_host}: {_sessions(r.drain_sessions)}" for r in drains]) + ")"] if drains else []
     if view.intents.paused:
         findings.append("paused by operator: the controller changes nothing, not even on failure")
     pins = view.intents.pins
@@ -250,7 +269,7 @@ def summarize(data: StatusInput, utc_offset_s: int = 0) -> ClusterStatus:
             head = f"{served} of {total} buckets served, {len(moving)} in handoff"
         else:
             head = f"all {total} buckets served"
-    verdict = "; ".join([head, *findings])
+    verdict = "; ".join([head, *findings, *info])
     return ClusterStatus(
         cluster=view.spec.name,
         level=level,
@@ -261,7 +280,7 @@ def summarize(data: StatusInput, utc_offset_s: int = 0) -> ClusterStatus:
         controllers=data.controllers,
         buckets=buckets,
         hosts=host_rows(view),
-        notes=tuple(findings),
+        notes=tuple(findings + info),
     )
 
 
@@ -281,6 +300,8 @@ def bucket_json(row: BucketRow) -> dict[str, Any]:
     return {
         "bucket": row.bucket, "home": row.home, "owner": row.owner, "state": row.state, "since": row.since,
         "releasing": row.releasing, "target": row.target, "pinned": row.pinned,
+        "draining": None if row.drain_host is None else {
+            "host": row.drain_host, "sessions": row.drain_sessions, "since": row.drain_since},
     }
 
 
@@ -338,6 +359,16 @@ def _list(items: Sequence[int]) -> str:
     return ",".join(str(b) for b in items) if items else "-"
 
 
+def _sessions(n: int | None) -> str:
+    return "sessions not counted yet" if n is None else _plural(n, "session")
+
+
+def _drain_cell(row: BucketRow) -> str:
+    if row.drain_host is None:
+        return "-"
+    return f"{row.drain_host}: {'?' if row.drain_sessions is None else row.drain_sessions}"
+
+
 def _owner_cell(row: BucketRow) -> str:
     if row.owner is not None:
         return row.owner
@@ -370,8 +401,8 @@ def render_status(status: ClusterStatus, now: float, utc_offset_s: int = 0) -> l
     rows = []
     for b in status.buckets:
         since = clock(b.since, now, utc_offset_s)
-        rows.append([str(b.bucket), b.home or "-", _owner_cell(b), b.state, since, b.pinned or "-"])
-    lines += table(["BUCKET", "HOME", "OWNER", "STATE", "SINCE", "PIN"], rows)
+        rows.append([str(b.bucket), b.home or "-", _owner_cell(b), b.state, since, b.pinned or "-", _drain_cell(b)])
+    lines += table(["BUCKET", "HOME", "OWNER", "STATE", "SINCE", "PIN", "DRAINING (SESSIONS)"], rows)
     lines.append("")
     lines += host_table(status, now, utc_offset_s)
     return lines

@@ -8,7 +8,10 @@ everything. All operations are idempotent so that a restarted hook can simply re
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Iterable
+
+log = logging.getLogger("clusterip.hook")
 
 
 class BucketBackend(abc.ABC):
@@ -16,6 +19,9 @@ class BucketBackend(abc.ABC):
 
     #: The configuration name of the backend ("clusterip", "xt_cluster", "nftables", "memory").
     name: str = "abstract"
+    #: Can the kernel rules keep a bucket for already tracked connections only (docs/drain.md)?
+    can_drain: bool = False
+    _warned_drain = False
 
     @abc.abstractmethod
     def check_prerequisites(self) -> list[str]:
@@ -57,6 +63,31 @@ class BucketBackend(abc.ABC):
         for bucket in sorted(want - have):
             self.grant(bucket)
         return self.held()
+
+    def draining(self) -> frozenset[int]:
+        """Buckets the kernel keeps for tracked connections only, read back (none without drain)."""
+        return frozenset()
+
+    def apply_drain(
+        self, wanted: Iterable[int], draining: Iterable[int] = (), quiet: Iterable[int] = ()
+    ) -> tuple[frozenset[int], frozenset[int]]:
+        """Converge the kernel to three roles at once; return (held, draining) as read back.
+
+        ``wanted``: accept new connections and tracked ones (the map's owner). ``draining``: accept
+        packets of connections this host already tracks, nothing new. ``quiet`` (a subset of
+        ``wanted`` that another host drains): drop mid-stream packets this host does not track
+        instead of answering them with a reset, which would kill the drainer's sessions. Outside
+        ``quiet``, an owned bucket lets such packets reach the TCP stack, which resets them, so the
+        clients of a failed host reconnect at once. Plain :meth:`apply` clears draining and quiet.
+
+        This default is for backends that cannot drain (CLUSTERIP): draining buckets are dropped,
+        a plain move that cuts their sessions, said once in the log.
+        """
+        if frozenset(draining) and not self._warned_drain:
+            self._warned_drain = True
+            log.warning("the %s backend cannot drain: planned moves cut established sessions "
+                        "(use nftables or xt_cluster to keep them, docs/drain.md)", self.name)
+        return self.apply(wanted), frozenset()
 
     def describe_changes(self, wanted: Iterable[int]) -> list[str]:
         """What :meth:`apply` would do, one line per change, for ``--dry-run``."""

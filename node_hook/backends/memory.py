@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterable
 
 from controller.core.errors import BackendError
 from node_hook.backends.base import BucketBackend
@@ -38,6 +39,7 @@ class MemoryBackend(BucketBackend):
     """Holds buckets in memory; ``fail_next`` lets a test inject one kernel error."""
 
     name = "memory"
+    can_drain = True
 
     def __init__(self, total: int, initial: frozenset[int] = frozenset(), journal: str | None = None) -> None:
         self.total = total
@@ -45,6 +47,11 @@ class MemoryBackend(BucketBackend):
         self._lock = threading.Lock()
         self.installed = False
         self.fail_next: str | None = None
+        #: drain roles (not journaled: the overlap checker judges only buckets accepting new connections)
+        self._draining: set[int] = set()
+        self.quiet: frozenset[int] = frozenset()
+        #: what a test says conntrack tracks per bucket (node_hook.agent counts through this if set)
+        self.sessions: dict[int, int] | None = None
         self._journal_fd: int | None = None
         if journal is not None:
             self.attach_journal(journal)
@@ -104,8 +111,32 @@ class MemoryBackend(BucketBackend):
                 self._held.discard(bucket)
                 self._log(time.monotonic(), "revoke", bucket)
 
+    def draining(self) -> frozenset[int]:
+        with self._lock:
+            return frozenset(self._draining)
+
+    def apply(self, wanted: Iterable[int]) -> frozenset[int]:
+        return self.apply_drain(wanted)[0]
+
+    def apply_drain(
+        self, wanted: Iterable[int], draining: Iterable[int] = (), quiet: Iterable[int] = ()
+    ) -> tuple[frozenset[int], frozenset[int]]:
+        want = frozenset(wanted)
+        drain = frozenset(draining) - want
+        have = self.held()
+        for bucket in sorted(have - want):
+            self.revoke(bucket)
+        with self._lock:
+            self._draining = set(drain)
+            self.quiet = frozenset(quiet) & want
+        for bucket in sorted(want - have):
+            self.grant(bucket)
+        return self.held(), self.draining()
+
     def remove(self) -> None:
         with self._lock:
+            self._draining.clear()
+            self.quiet = frozenset()
             for bucket in sorted(self._held):
                 self._log(time.monotonic(), "revoke", bucket)
             self._held.clear()

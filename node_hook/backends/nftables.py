@@ -3,9 +3,14 @@
 Kernel state (IPv4; ``ip6`` family and ``ip6 saddr`` for an IPv6 VIP)::
 
     table ip cif_<cluster> {
-      set owned { typeof numgen inc mod N; elements = { ... } }
-      chain pre { type filter hook prerouting priority raw; policy accept;
-        iifname IF ip daddr VIP <service> jhash ip saddr mod N seed S offset 1 @owned meta pkttype set host accept
+      set owned { typeof numgen inc mod N; elements = { ... } }      # accepts new connections
+      set draining { typeof numgen inc mod N; }                      # tracked connections only
+      set quiet { typeof numgen inc mod N; }                         # owned, another host drains it
+      chain pre { type filter hook prerouting priority mangle; policy accept;
+        iifname IF ip daddr VIP <service> ct state invalid jhash ip saddr mod N seed S offset 1 @quiet drop
+        iifname IF ip daddr VIP <service> jhash ... @owned meta pkttype set host accept
+        iifname IF ip daddr VIP <service> meta l4proto tcp ct state established,related jhash ... @draining
+            meta pkttype set host accept
         iifname IF ip daddr VIP icmp type { <errors> } accept      # only if the service is not "all"
         iifname IF ip daddr VIP drop } }
     table arp cif_<cluster> { chain out { ... arp saddr ip VIP arp saddr ether set MAC } }     # IPv4
@@ -15,8 +20,13 @@ Why these choices:
 * ``offset 1`` numbers buckets 1..N like the map (and like xt_cluster's node numbers).
 * ``meta pkttype set host``: frames to the multicast cluster MAC arrive as PACKET_MULTICAST, which
   TCP discards; accepted packets must be turned into PACKET_HOST.
-* ``priority raw``: decided before conntrack, so a host never creates conntrack entries for buckets
-  it does not own.
+* ``priority mangle`` (-150): decided after conntrack (-200), so ``ct state`` can tell a connection
+  this host tracks from a new one (draining, docs/drain.md). Conntrack entries of packets dropped
+  here are never confirmed, so a host still keeps no entries for buckets it does not serve.
+* ``ct state invalid`` with ``nf_conntrack_tcp_loose=0`` (set by install) is a mid-stream TCP packet
+  of a connection this host never saw: in a ``quiet`` bucket it belongs to the draining host and is
+  dropped; otherwise it reaches the TCP stack, which answers with a reset (a failed host's clients
+  reconnect at once instead of hanging).
 * The set is declared ``typeof numgen inc mod N`` (a 32-bit integer like jhash's result) because
   nftables 1.0.6 crashes listing a set declared ``typeof jhash ...``; ``type mark`` would not accept
   a jhash key. The kernel only sees a 4-byte integer key either way.
@@ -31,6 +41,7 @@ from collections.abc import Iterable
 
 from controller.core.errors import BackendError
 from controller.core.model import ClusterSpec
+from node_hook import conntrack
 from node_hook.backends import _mcast, _prereq
 from node_hook.backends._arp import ArpRewrite
 from node_hook.backends._common import check_bucket, check_buckets
@@ -42,13 +53,17 @@ from node_hook.backends._service import Service, fingerprint
 from node_hook.backends.base import BucketBackend
 
 SET = "owned"
+DRAIN_SET = "draining"
+QUIET_SET = "quiet"
 CHAIN = "pre"
+PRIORITY = "mangle"
 
 
 class NftablesBackend(BucketBackend):
     """Owns buckets through set elements of ``table <ip|ip6> cif_<cluster>``."""
 
     name = "nftables"
+    can_drain = True
 
     def __init__(self, spec: ClusterSpec, host_id: str, *, prefix: str = "cif",
                  deadman_s: float | None = None) -> None:
@@ -73,11 +88,15 @@ class NftablesBackend(BucketBackend):
         addr = self.family
         base = f'iifname "{self.spec.interface}" {addr} daddr {self.spec.vip}'
         service = self.service.nft_match()
-        balance = (
-            f"{base} {service} jhash {addr} saddr mod {self.total} seed 0x{self.spec.hash.seed:08x} offset 1 "
-            f"@{SET} meta pkttype set host accept"
-        ).replace("  ", " ")
-        rules = [balance]
+        bucket = f"jhash {addr} saddr mod {self.total} seed 0x{self.spec.hash.seed:08x} offset 1"
+        rules = [
+            f"{base} {service} ct state invalid {bucket} @{QUIET_SET} drop".replace("  ", " "),
+            f"{base} {service} {bucket} @{SET} meta pkttype set host accept".replace("  ", " "),
+            # TCP only: the new owner cannot tell a UDP flow the drainer tracks from a new one (both are
+            # "new" to its conntrack), so keeping UDP flows here would answer them twice.
+            f"{base} {service} meta l4proto tcp ct state established,related {bucket} @{DRAIN_SET} "
+            "meta pkttype set host accept".replace("  ", " "),
+        ]
         if not self.service.everything:
             rules.append(f"{base} {self.service.nft_passthrough()} accept")
         rules.append(f"{base} drop")
@@ -89,14 +108,16 @@ class NftablesBackend(BucketBackend):
     def install_commands(self, initial: frozenset[int], fresh: bool, rewrite: bool, arp_rewrite: bool) -> str:
         """The single transaction install() applies (exposed for --dry-run and the unit tests)."""
         t = f"{self.family} {self.table}"
-        cmds = [
-            f"add table {t}",
-            f"add set {t} {SET} {{ typeof numgen inc mod {self.total}; }}",
-            f"add chain {t} {CHAIN} {{ type filter hook prerouting priority raw; policy accept; }}",
-        ]
+        chain = f"add chain {t} {CHAIN} {{ type filter hook prerouting priority {PRIORITY}; policy accept; }}"
+        cmds = [f"add table {t}"]
+        cmds += [f"add set {t} {name} {{ typeof numgen inc mod {self.total}; }}"
+                 for name in (SET, DRAIN_SET, QUIET_SET)]
+        if rewrite:
+            # The chain is re-created, not just flushed: a base chain's priority cannot change in place
+            # (tables of older versions hooked at priority raw). Same transaction: no moment without it.
+            cmds += [f"flush chain {t} {CHAIN}", f"delete chain {t} {CHAIN}"]
+        cmds.append(chain)
         if fresh or rewrite:
-            if rewrite:
-                cmds.append(f"flush chain {t} {CHAIN}")
             cmds += [f'add rule {t} {CHAIN} {rule} comment "{self._comment(i)}"' for i, rule in enumerate(self.rules)]
         if fresh and initial:
             cmds.append(f"add element {t} {SET} {{ {', '.join(str(b) for b in sorted(initial))} }}")
@@ -164,6 +185,8 @@ class NftablesBackend(BucketBackend):
                 if not was_joined:
                     _mcast.leave(self.spec.interface, self.spec.cluster_mac)
                 raise
+        # The ct rules loaded nf_conntrack in this namespace; draining needs strict TCP pickup.
+        conntrack.ensure_tcp_loose_off()
 
     # ------------------------------------------------------------------ dead-man switch (_deadman_nft)
 
@@ -194,11 +217,34 @@ class NftablesBackend(BucketBackend):
         items = self._session().list_json(f"set {self.family} {self.table} {ALIVE}")
         return items is not None and alive_elements(items) > 0
 
-    def held(self) -> frozenset[int]:
-        items = self._session().list_json(f"set {self.family} {self.table} {SET}")
+    def _read_set(self, name: str) -> frozenset[int]:
+        items = self._session().list_json(f"set {self.family} {self.table} {name}")
+        if items is None:
+            raise BackendError(f"nftables set {name} of table {self.family} {self.table} is not installed: "
+                               "start the hook (install)")
+        return _elements(items, name)
+
+    def _read_sets(self) -> dict[str, frozenset[int]]:
+        """All three sets from one listing of the table (one netlink dump on the apply path)."""
+        items = self._session().list_json(f"table {self.family} {self.table}")
         if items is None:
             raise BackendError(f"nftables table {self.family} {self.table} is not installed: start the hook (install)")
-        return _elements(items)
+        found = {}
+        for item in items:
+            body = item.get("set")
+            if isinstance(body, dict) and body.get("name") in (SET, DRAIN_SET, QUIET_SET):
+                found[str(body["name"])] = _elements([item], str(body["name"]))
+        missing = [n for n in (SET, DRAIN_SET, QUIET_SET) if n not in found]
+        if missing:
+            raise BackendError(f"nftables table {self.family} {self.table} lacks set(s) {', '.join(missing)}: "
+                               "restart the hook to reinstall")
+        return found
+
+    def held(self) -> frozenset[int]:
+        return self._read_set(SET)
+
+    def draining(self) -> frozenset[int]:
+        return self._read_set(DRAIN_SET)
 
     def grant(self, bucket: int) -> None:
         check_bucket(bucket, self.total)
@@ -212,18 +258,31 @@ class NftablesBackend(BucketBackend):
 
     def apply(self, wanted: Iterable[int]) -> frozenset[int]:
         """All revokes and grants in one transaction (no moment with a half-applied map)."""
+        return self.apply_drain(wanted)[0]
+
+    def apply_drain(
+        self, wanted: Iterable[int], draining: Iterable[int] = (), quiet: Iterable[int] = ()
+    ) -> tuple[frozenset[int], frozenset[int]]:
+        """The three sets in one transaction: a bucket moves from owned to draining atomically."""
         want = check_buckets(wanted, self.total)
-        have = self.held()
-        t = f"{self.family} {self.table} {SET}"
-        cmds = []
-        if have - want:
-            cmds.append(f"delete element {t} {{ {', '.join(str(b) for b in sorted(have - want))} }}")
-        if want - have:
-            cmds.append(f"add element {t} {{ {', '.join(str(b) for b in sorted(want - have))} }}")
+        drain = check_buckets(draining, self.total) - want
+        hush = check_buckets(quiet, self.total) & want
+        if drain or hush:
+            conntrack.ensure_tcp_loose_off()  # checked again: someone may have reset it
+        cmds: list[str] = []
+        sets = self._read_sets()
+        for name, target in ((SET, want), (DRAIN_SET, drain), (QUIET_SET, hush)):
+            have = sets[name]
+            t = f"{self.family} {self.table} {name}"
+            if have - target:
+                cmds.append(f"delete element {t} {{ {', '.join(str(b) for b in sorted(have - target))} }}")
+            if target - have:
+                cmds.append(f"add element {t} {{ {', '.join(str(b) for b in sorted(target - have))} }}")
         if not cmds:
-            return have
-        self._session().run("\n".join(cmds), f"applying buckets {sorted(want)}")
-        return self.held()
+            return sets[SET], sets[DRAIN_SET]
+        self._session().run("\n".join(cmds), f"applying buckets {sorted(want)} (draining {sorted(drain)})")
+        after = self._read_sets()
+        return after[SET], after[DRAIN_SET]
 
     def remove(self) -> None:
         nft = self._session()
@@ -246,7 +305,7 @@ def _neighbour_rewrite(spec: ClusterSpec, table: str) -> ArpRewrite | NdRewrite 
     return None if own is None else NdRewrite(table, spec.interface, str(spec.vip), spec.cluster_mac, own)
 
 
-def _elements(items: list[dict[str, object]]) -> frozenset[int]:
+def _elements(items: list[dict[str, object]], name: str = SET) -> frozenset[int]:
     """Set elements from ``list set`` JSON: plain integers (no intervals, no timeouts here)."""
     for item in items:
         body = item.get("set")
@@ -259,6 +318,6 @@ def _elements(items: list[dict[str, object]]) -> frozenset[int]:
                 elif isinstance(elem, dict) and isinstance(elem.get("elem", {}).get("val"), int):
                     out.add(elem["elem"]["val"])
                 else:
-                    raise BackendError(f"unexpected element {elem!r} in the owned set: remove the table and reinstall")
+                    raise BackendError(f"unexpected element {elem!r} in the {name} set: remove the table and reinstall")
             return frozenset(out)
-    raise BackendError("the owned set listing has no set object: upgrade nftables")
+    raise BackendError(f"the {name} set listing has no set object: upgrade nftables")

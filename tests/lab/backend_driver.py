@@ -121,6 +121,16 @@ def handle(backend: Any, cmd: dict[str, Any], keepalive: KeepAlive | None = None
         start = time.perf_counter()
         held = backend.apply(frozenset(cmd["wanted"]))
         return {"held": sorted(held), "ms": (time.perf_counter() - start) * 1000}
+    if op == "apply_drain":
+        start = time.perf_counter()
+        held, draining = backend.apply_drain(frozenset(cmd["wanted"]), frozenset(cmd.get("draining", [])),
+                                             frozenset(cmd.get("quiet", [])))
+        return {"held": sorted(held), "draining": sorted(draining), "ms": (time.perf_counter() - start) * 1000}
+    if op == "sessions":
+        from node_hook import conntrack
+
+        counts = conntrack.tracked_sessions(backend.spec, frozenset(cmd["buckets"]))
+        return {"sessions": {str(b): n for b, n in counts.items()}, "tcp_loose": conntrack.tcp_loose()}
     if op == "held":
         return {"held": sorted(backend.held())}
     if op == "describe":

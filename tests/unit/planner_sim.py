@@ -22,7 +22,10 @@ from controller.core.model import (
 from controller.core.planner import Decision, plan
 
 
-def make_spec(hosts: int, buckets: int, policy: str = "immediate", hold: float = 30.0) -> ClusterSpec:
+def make_spec(
+    hosts: int, buckets: int, policy: str = "immediate", hold: float = 30.0, *, max_drain: float = 600.0,
+    backend: str = "nftables",
+) -> ClusterSpec:
     ids = [f"h{i}" for i in range(1, hosts + 1)]
     homes: dict[str, list[int]] = {h: [] for h in ids}
     for b in range(1, buckets + 1):
@@ -31,11 +34,11 @@ def make_spec(hosts: int, buckets: int, policy: str = "immediate", hold: float =
         name="c1",
         vip=__import__("ipaddress").ip_address("198.18.0.100"),
         interface="eth0",
-        backend="nftables",
+        backend=backend,  # type: ignore[arg-type]
         buckets=buckets,
         cluster_mac="01:00:5e:00:01:64",
         hosts=tuple(HostSpec(h, tuple(homes[h]), "127.0.0.1", 22) for h in ids),
-        failback=FailbackSettings(policy=policy, hold_down_s=hold),  # type: ignore[arg-type]
+        failback=FailbackSettings(policy=policy, hold_down_s=hold, max_drain_s=max_drain),  # type: ignore[arg-type]
     )
 
 
@@ -51,6 +54,8 @@ class Sim:
         self.map = BucketMap.empty(spec.name, spec.buckets)
         self.intents = Intents()
         self.decisions: list[Decision] = []
+        #: connections each host's conntrack still tracks per bucket (absent: none)
+        self.sessions: dict[str, dict[int, int]] = {}
 
     def view(self) -> ClusterView:
         return ClusterView(self.spec, self.map, 0, self.health, self.members, self.statuses, self.intents)
@@ -65,7 +70,11 @@ class Sim:
     def apply(self, host: str) -> None:
         """The hook of ``host`` applies the current map and publishes what its kernel holds."""
         if host in self.members:
-            self.statuses[host] = HookStatus(host, self.map.epoch, self.map.owned_by(host), self.now)
+            draining = self.map.draining_on(host)
+            tracked = self.sessions.get(host, {})
+            counts = {b: tracked.get(b, 0) for b in draining}
+            self.statuses[host] = HookStatus(host, self.map.epoch, self.map.owned_by(host), self.now,
+                                             draining=draining, sessions=counts)
 
     def apply_all(self) -> None:
         for host in self.members:

@@ -50,20 +50,29 @@ def test_nftables_rules_text() -> None:
     backend = NftablesBackend(SPEC, "h1")
     assert backend.table == "cif_unix0" and backend.family == "ip"
     assert backend.rules == [
+        'iifname "eth0" ip daddr 198.18.0.100 tcp dport { 22, 2222 } ct state invalid jhash ip saddr mod 4 '
+        "seed 0xdeadbeef offset 1 @quiet drop",
         'iifname "eth0" ip daddr 198.18.0.100 tcp dport { 22, 2222 } jhash ip saddr mod 4 seed 0xdeadbeef '
         "offset 1 @owned meta pkttype set host accept",
+        'iifname "eth0" ip daddr 198.18.0.100 tcp dport { 22, 2222 } meta l4proto tcp ct state established,related '
+        "jhash ip saddr mod 4 seed 0xdeadbeef offset 1 @draining meta pkttype set host accept",
         'iifname "eth0" ip daddr 198.18.0.100 icmp type { destination-unreachable, time-exceeded, '
         "parameter-problem } accept",
         'iifname "eth0" ip daddr 198.18.0.100 drop',
     ]
     text = backend.install_commands(frozenset({2, 1}), fresh=True, rewrite=False, arp_rewrite=False)
-    assert "add set ip cif_unix0 owned { typeof numgen inc mod 4; }" in text
+    for name in ("owned", "draining", "quiet"):
+        assert f"add set ip cif_unix0 {name} {{ typeof numgen inc mod 4; }}" in text
+    # after conntrack (-200): ct state must be known; dropped packets' entries are never confirmed
+    assert "type filter hook prerouting priority mangle;" in text
     assert "add element ip cif_unix0 owned { 1, 2 }" in text
     assert "arp saddr ether set 01:00:5e:41:9e:a0" in text
     assert "flush chain" not in text
     # adopting a changed configuration rewrites the rules but never touches the set's elements
     again = backend.install_commands(frozenset({3}), fresh=False, rewrite=True, arp_rewrite=False)
     assert "flush chain ip cif_unix0 pre" in again and "add element" not in again and "table arp" not in again
+    # re-created, because a chain of an older version hooked at priority raw cannot be re-prioritised
+    assert again.index("delete chain ip cif_unix0 pre") < again.index("add chain ip cif_unix0 pre")
 
 
 def test_nftables_ipv6_and_protocol_all(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,10 +85,10 @@ def test_nftables_ipv6_and_protocol_all(monkeypatch: pytest.MonkeyPatch) -> None
     assert "add table inet cif_unix0" in text and "nd-neighbor-advert" in text and "table arp" not in text
     monkeypatch.setattr(nft_module, "interface_mac", lambda interface: None)  # interface not there yet
     assert NftablesBackend(dataclasses.replace(SPEC, vip=ipaddress.ip_address("2001:2::100")), "h1").arp is None
-    assert "jhash ip6 saddr mod 4" in v6.rules[0] and "nd-neighbor-solicit" in v6.rules[1]
+    assert all("jhash ip6 saddr mod 4" in rule for rule in v6.rules[:3]) and "nd-neighbor-solicit" in v6.rules[3]
     everything = NftablesBackend(dataclasses.replace(SPEC, ports=(), protocol="all"), "h1")
-    assert len(everything.rules) == 2 and everything.rules[1].endswith("drop")
-    assert "  " not in everything.rules[0]
+    assert len(everything.rules) == 4 and everything.rules[3].endswith("drop")
+    assert not any("  " in rule for rule in everything.rules)
 
 
 def test_fingerprint_follows_the_configuration() -> None:

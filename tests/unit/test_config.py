@@ -451,6 +451,19 @@ def test_failback_policy_and_negative_hold_down() -> None:
     assert any(p.startswith("clusters[0].failback.hold_down_s: ") for p in found)
 
 
+def test_drain_settings_are_read_and_checked() -> None:
+    d = doc()
+    cluster(d)["failback"] = {"policy": "drain", "max_drain_s": 120, "drain_poll_s": 1}
+    failback = parse_config(yaml.safe_dump(d, sort_keys=False), "test.yaml").clusters[0].failback
+    assert (failback.policy, failback.max_drain_s, failback.drain_poll_s) == ("drain", 120, 1)
+    cluster(d)["failback"] = {"max_drain_s": -5, "drain_poll_s": 0}
+    found = problems_of(d)
+    assert any(p.startswith("clusters[0].failback.max_drain_s: -5 is negative") for p in found), found
+    assert any(p.startswith("clusters[0].failback.drain_poll_s: 0 is outside") for p in found), found
+    cluster(d)["failback"] = {"max_drain": 5}
+    assert any("max_drain_s" in p for p in problems_of(d)), "a misspelt key names the right one"
+
+
 def test_ports_need_tcp_or_udp_and_a_valid_range() -> None:
     d = doc()
     cluster(d).update(protocol="all")

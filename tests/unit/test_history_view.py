@@ -31,3 +31,12 @@ def test_render_one_line() -> None:
     event = HistoryEvent(NOW, 7, "grant", "h1 down: power", "c1", bucket=3, to_host="h2")
     assert render_event(event) == "2023-11-14T22:13:20.000Z epoch 7 grant b3 to h2 (h1 down: power) [c1]"
     assert format_time(NOW + 0.25).endswith(".250Z")
+
+
+def test_drain_end_shows_preserved_and_cut_sessions() -> None:
+    from controller.core.history_view import event_json, render_event
+    from controller.core.schema import HistoryEvent
+
+    event = HistoryEvent(0.0, 9, "drain-end", "maximum drain time 30 s reached", "c", 2, "h3", None, 1, 3)
+    assert "drain-end b2 from h3: 1 sessions preserved, 3 cut (maximum drain time" in render_event(event)
+    assert (event_json(event)["preserved"], event_json(event)["cut"]) == (1, 3)

@@ -246,7 +246,8 @@ def test_suspect_host_keeps_but_receives_nothing() -> None:
 
 
 def test_operator_pin_moves_a_bucket_through_revoke_and_grant() -> None:
-    sim = converged(3, 6, "immediate")
+    sim = Sim(make_spec(3, 6, "immediate", max_drain=0))  # draining off: a plain move
+    sim.converge()
     sim.intents = Intents(pins={1: "h3"})
     first = sim.step()
     assert [(a.kind, a.host) for a in first.actions] == [("revoke", "h1")]
@@ -254,6 +255,19 @@ def test_operator_pin_moves_a_bucket_through_revoke_and_grant() -> None:
     second = sim.step()
     assert [(a.kind, a.host) for a in second.actions] == [("grant", "h3")]
     assert "pinned to h3" in second.summary
+
+
+def test_operator_pin_of_a_healthy_owner_drains_through_revoke_and_grant() -> None:
+    sim = converged(3, 6, "immediate")
+    sim.intents = Intents(pins={1: "h3"})
+    first = sim.step()
+    assert [(a.kind, a.host) for a in first.actions] == [("revoke", "h1"), ("drain-start", "h1")]
+    sim.sessions["h1"] = {1: 3}
+    sim.apply_all()
+    second = sim.step()
+    assert [(a.kind, a.host) for a in second.actions] == [("grant", "h3")]
+    assert "pinned to h3" in second.summary
+    assert sim.map.buckets[1].draining == "h1" and sim.map.buckets[1].drain_sessions == 3
 
 
 def test_start_up_waits_for_each_home_host_verdict() -> None:

@@ -126,3 +126,59 @@ def test_decoders_raise_only_schema_error_on_random_bytes(data: bytes) -> None:
     for decoder in DECODERS:
         with contextlib.suppress(SchemaError):
             decoder(data)
+
+
+# --------------------------------------------------------------------------- draining (issue 9)
+
+
+def test_drain_fields_round_trip_and_old_documents_still_read() -> None:
+    drained = BucketMap("unix0", 9, {
+        1: BucketState("unix1", changed_epoch=9, since=10.0, draining="unix3", drain_since=9.5, drain_epoch=8,
+                       drain_sessions=4),
+        2: BucketState(None, releasing="unix2", target="unix1", changed_epoch=9, draining="unix2", drain_epoch=9),
+    })
+    assert schema.decode_map(schema.encode_map(drained)) == drained
+    status = HookStatus("unix3", 9, frozenset({3}), 12.0, "", draining=frozenset({1}), sessions={1: 4})
+    assert schema.decode_status(schema.encode_status(status), "unix3") == status
+    event = schema.HistoryEvent(1.0, 9, "drain-end", "last session closed", "c", 1, "unix3", None, 4, 0)
+    assert schema.decode_event(schema.encode_event(event)) == event
+    # Written before draining existed: no drain keys at all.
+    assert b"draining" not in schema.encode_map(sample_map())
+    old_status = b'{"schema":1,"kind":"hook-status","host_id":"unix1","epoch":3,"held":[1],"updated":1.0,"error":""}'
+    assert schema.decode_status(old_status, "unix1") == HookStatus("unix1", 3, frozenset({1}), 1.0)
+
+
+@pytest.mark.parametrize(
+    ("patch", "problem"),
+    [
+        ({"draining": "unix1", "drain_epoch": 1}, "both owns and drains"),
+        ({"draining": "unix3"}, "drain_epoch: expected an integer"),
+        ({"draining": "bad host!"}, "not a valid host id"),
+        ({"draining": "unix3", "drain_epoch": 99}, "outside"),
+        ({"draining": "unix3", "drain_epoch": 1, "drain_sessions": -1}, "outside"),
+        ({"draining": "unix3", "drain_epoch": 1, "drain_since": "soon"}, "finite number"),
+    ],
+)
+def test_hostile_drain_fields_are_rejected(patch: dict[str, object], problem: str) -> None:
+    doc = json.loads(schema.encode_map(sample_map()))
+    doc["buckets"]["1"].update(patch)
+    with pytest.raises(SchemaError, match=problem):
+        schema.decode_map(json.dumps(doc).encode())
+
+
+@pytest.mark.parametrize(
+    ("patch", "problem"),
+    [
+        ({"sessions": {"1": -3}}, "outside"),
+        ({"sessions": {"999": 1}}, "not a bucket number"),
+        ({"sessions": [1]}, "expected an object"),
+        ({"sessions": {"1": True}}, "expected an integer"),
+        ({"draining": "1"}, "list of at most"),
+        ({"draining": [0]}, "not a bucket number"),
+    ],
+)
+def test_hostile_status_drain_fields_are_rejected(patch: dict[str, object], problem: str) -> None:
+    doc = json.loads(schema.encode_status(HookStatus("unix1", 3, frozenset({1}), 1.0)))
+    doc.update(patch)
+    with pytest.raises(SchemaError, match=problem):
+        schema.decode_status(json.dumps(doc).encode(), "unix1")

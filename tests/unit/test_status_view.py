@@ -115,3 +115,22 @@ def test_steering_preview_and_refusals() -> None:
     paused = view({1: "h1", 2: "h2", 3: "h1"}, intents=Intents(paused=True))
     resume = evaluate(paused, Request("resume"), NOW)
     assert resume.changed and resume.intents.paused is False
+
+
+def test_draining_bucket_shows_its_remaining_sessions_and_stays_ok() -> None:
+    base = view({1: "h1", 2: "h2", 3: "h3"})
+    buckets = dict(base.map.buckets)
+    buckets[3] = BucketState("h3", changed_epoch=5, since=NOW - 5, draining="h1", drain_since=NOW - 6, drain_epoch=4,
+                             drain_sessions=7)
+    statuses = dict(base.statuses)
+    statuses["h1"] = HookStatus("h1", 5, frozenset({1}), NOW, draining=frozenset({3}), sessions={3: 4})
+    v = ClusterView(SPEC, BucketMap("c", 5, buckets), 1, base.health, base.members, statuses, base.intents)
+    status = summary(v)
+    assert status.level == "ok"
+    assert status.verdict == "all 3 buckets served; 1 bucket draining (b3 on h1: 4 sessions)"
+    row = status.buckets[2]
+    assert (row.state, row.drain_host, row.drain_sessions) == ("draining", "h1", 4)
+    assert sv.bucket_json(row)["draining"] == {"host": "h1", "sessions": 4, "since": NOW - 6}
+    assert sv.bucket_json(status.buckets[0])["draining"] is None
+    text = "\n".join(sv.render_status(status, NOW))
+    assert "DRAINING (SESSIONS)" in text and "h1: 4" in text

@@ -55,6 +55,7 @@ class StackOptions:
     session_timeout_s: float | None = None  # None: the profile's
     failback: str = "delayed"
     hold_down_s: float = 5.0
+    failback_extra: dict[str, Any] = field(default_factory=dict)  # e.g. max_drain_s (docs/drain.md)
     probe: dict[str, Any] = field(default_factory=dict)
     handoff: dict[str, Any] = field(default_factory=dict)
     responder_port: int = 7000
@@ -237,7 +238,7 @@ class LabStack:
             "protocol": "all",
             "hosts": hosts,
             "probe": probe,
-            "failback": {"policy": opts.failback, "hold_down_s": opts.hold_down_s},
+            "failback": {"policy": opts.failback, "hold_down_s": opts.hold_down_s, **opts.failback_extra},
             "handoff": {"resync_interval_s": 2.0, **opts.handoff},
         }
         if opts.backend == "clusterip":
