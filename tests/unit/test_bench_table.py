@@ -94,3 +94,11 @@ def test_docs_block_is_replaced_and_hand_written_text_kept(tmp_path: Path) -> No
     text = doc.read_text()
     assert "old table" not in text and "intro" in text and "## Notes\nmine" in text
     assert "| sshd hung | ours default | 1 |" in text and "at end 4.0/5.0/6.0" in text
+
+
+def test_rows_are_grouped_by_fault_with_ours_first() -> None:
+    rows = [keepalived("sshd hung", [0.5]), ours("host crash", [1.0]), ours("sshd hung", [0.7], system="ours fast"),
+            ours("sshd hung", [0.7])]
+    got = [(r.fault, r.system) for r in benchtable.ordered(rows)]
+    assert got == [("sshd hung", "ours default"), ("sshd hung", "ours fast"), ("sshd hung", benchtable.TUNED),
+                   ("host crash", "ours default")]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from clusterlab.benchtable import Row
+from clusterlab.benchtable import Row, ordered
 
 COLORS = {"ours default": "tab:blue", "ours fast": "tab:cyan", "keepalived advert_int 1": "tab:orange",
           "keepalived advert_int 0.1": "tab:red"}
@@ -38,7 +38,7 @@ def _timeline(ax, rows: Sequence[Row]) -> None:  # type: ignore[no-untyped-def]
 
 
 def _rows(ax, rows: Sequence[Row]) -> None:  # type: ignore[no-untyped-def]
-    shown = [r for r in rows if r.moves]
+    shown = [r for r in ordered(rows) if r.moves]
     labels = []
     top = max((max(r.times) for r in shown if r.times), default=1.0)
     for y, row in enumerate(shown):

@@ -35,6 +35,10 @@ TARGETS: dict[tuple[str, str], float] = {
 }
 
 
+#: Systems in table order: ours first, then what a sysadmin would pick instead, then the seed's set-up.
+SYSTEM_ORDER = ("ours default", "ours fast", "keepalived advert_int 1", TUNED, "static (no controller)")
+
+
 @dataclass
 class Trial:
     """One fault injection, as measured from the clients (and, for our rows, the kernels).
@@ -149,6 +153,13 @@ def load(paths: Sequence[Path]) -> tuple[list[Row], list[dict[str, Any]]]:
 # ---------------------------------------------------------------------- the table
 
 
+def ordered(rows: Sequence[Row]) -> list[Row]:
+    """Grouped by fault (in the order faults first appear), systems in SYSTEM_ORDER, unknown ones last."""
+    faults = list(dict.fromkeys(r.fault for r in rows))
+    rank = {name: i for i, name in enumerate(SYSTEM_ORDER)}
+    return sorted(rows, key=lambda r: (faults.index(r.fault), rank.get(r.system, len(rank)), r.system))
+
+
 def _cell(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.3f}"
 
@@ -184,37 +195,38 @@ def spread(row: Row) -> str:
     return str(max(gaps)) if gaps else "-"
 
 
+def table_line(row: Row, rows: Sequence[Row]) -> str:
+    """One row of the table; ``rows`` supplies keepalived tuned's figures for the ratios."""
+    s = row.stats()
+    cells = [_cell(s[k]) if s else ("n/a" if not row.moves else "never") for k in ("p50", "p95", "p99", "max")]
+    target = TARGETS.get(row.key)
+    target_cell = "-"
+    if target is not None:
+        met = s is not None and not row.never and s["p99"] <= target
+        target_cell = f"<= {target:g} s: {'met' if met else '**missed**'}"
+    is_ours = row.system.startswith("ours")
+    r99 = ratio(row, rows, "p99") if is_ours else None
+    r50 = ratio(row, rows, "p50") if is_ours else None
+    broken = [t.sessions_broken for t in row.trials if t.sessions_broken is not None]
+    lo, hi = row.load_range()
+    errors = sum(1 for t in row.trials if t.error)
+    never = f"{row.never}" + (f" ({errors} errors)" if errors else "") if row.moves else "n/a"
+    return (
+        f"| {row.fault} | {row.system} | {len(row.trials)} | {' | '.join(cells)} | {never} | {target_cell} | "
+        f"{'-' if r99 is None else f'{r99:.2f}'} | {'-' if r50 is None else f'{r50:.2f}'} | "
+        f"{exclusivity_cell(row)} | {sum(broken) if broken else '-'} | {spread(row)} | {lo:.1f}-{hi:.1f} |"
+    )
+
+
 def table(rows: Sequence[Row]) -> str:
     """The side-by-side markdown table, one line per (system, fault), grouped by fault."""
-    lines = [
+    header = [
         "| fault | system | trials | takeover p50 (s) | p95 | p99 | max | never | p99 target | "
         "p99 / keepalived 0.1 | p50 / keepalived 0.1 | exclusivity | sessions broken | survivor buckets max-min "
         "| load (1 min) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    faults = list(dict.fromkeys(r.fault for r in rows))
-    for fault in faults:
-        for row in (r for r in rows if r.fault == fault):
-            s = row.stats()
-            cells = [_cell(s[k]) if s else ("n/a" if not row.moves else "never") for k in ("p50", "p95", "p99", "max")]
-            target = TARGETS.get(row.key)
-            target_cell = "-"
-            if target is not None:
-                met = s is not None and not row.never and s["p99"] <= target
-                target_cell = f"<= {target:g} s: {'met' if met else '**missed**'}"
-            is_ours = row.system.startswith("ours")
-            r99 = ratio(row, rows, "p99") if is_ours else None
-            r50 = ratio(row, rows, "p50") if is_ours else None
-            broken = [t.sessions_broken for t in row.trials if t.sessions_broken is not None]
-            lo, hi = row.load_range()
-            errors = sum(1 for t in row.trials if t.error)
-            never = f"{row.never}" + (f" ({errors} errors)" if errors else "") if row.moves else "n/a"
-            lines.append(
-                f"| {fault} | {row.system} | {len(row.trials)} | {' | '.join(cells)} | {never} | {target_cell} | "
-                f"{'-' if r99 is None else f'{r99:.2f}'} | {'-' if r50 is None else f'{r50:.2f}'} | "
-                f"{exclusivity_cell(row)} | {sum(broken) if broken else '-'} | {spread(row)} | {lo:.1f}-{hi:.1f} |"
-            )
-    return "\n".join(lines)
+    return "\n".join(header + [table_line(row, rows) for row in ordered(rows)])
 
 
 def violations(rows: Iterable[Row]) -> list[str]:
