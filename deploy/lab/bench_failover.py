@@ -246,7 +246,8 @@ def keepalived_rows(advert_int: float, faults: list[str], trials: int,
                 try:
                     k = lab.trial(kind)
                     trial = Trial(system, row.fault, k.master, k.takeover_s, list(k.per_source_s),
-                                  vip_holders=k.vip_holders, load1=k.load1)
+                                  vip_holders=k.vip_holders, load1=k.load1, fault_at=k.fault_at,
+                                  timeline=k.transitions)
                 except LabError as exc:
                     trial = failed_trial(system, row.fault, "h1", exc)
                     lab.wait_stable(60)

@@ -250,6 +250,9 @@ def findings(rows: Sequence[Row]) -> list[str]:
             got = "no takeover time" if s is None else f"p99 {s['p99']:.3f} s"
             never = f", {row.never} trials never recovered" if row.never else ""
             out.append(f"{row.system}, {row.fault}: target p99 <= {target:g} s missed ({got}{never}).")
+        if row.never and target is None and row.moves:
+            out.append(f"{row.system}, {row.fault}: {row.never} of {len(row.trials)} trials never recovered within "
+                       "the window; its percentiles (and the ratios against it) are over the other trials.")
         if row.notes.get("self_fences"):
             out.append(f"{row.system}, {row.fault}: {row.notes['self_fences']} self-fences in the hook logs "
                        "while these trials ran (each is a false failover of one host's buckets).")
