@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -315,6 +316,9 @@ def main() -> int:
         meta = {"argv": sys.argv[1:], "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                 "load_start": os.getloadavg()}
         print(f"load average at start: {meta['load_start']}", flush=True)
+        # `timeout` (or the lock's holder) ends a chunk with SIGTERM: exit through the finally
+        # blocks, so the lab is torn down and the trials measured so far are still written.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         rows = []
         try:
             run(args, systems, faults, rows)
