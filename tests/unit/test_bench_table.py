@@ -102,3 +102,8 @@ def test_rows_are_grouped_by_fault_with_ours_first() -> None:
     got = [(r.fault, r.system) for r in benchtable.ordered(rows)]
     assert got == [("sshd hung", "ours default"), ("sshd hung", "ours fast"), ("sshd hung", benchtable.TUNED),
                    ("host crash", "ours default")]
+
+
+def test_known_faults_come_first_in_a_fixed_order_new_ones_after() -> None:
+    rows = [ours("failback with drain", [1.0]), ours("agent killed", [None]), ours("host crash", [1.0])]
+    assert [r.fault for r in benchtable.ordered(rows)] == ["host crash", "agent killed", "failback with drain"]

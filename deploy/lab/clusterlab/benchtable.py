@@ -35,6 +35,8 @@ TARGETS: dict[tuple[str, str], float] = {
 }
 
 
+#: Faults in table order (faults not named here follow in the order they first appear).
+FAULT_ORDER = ("sshd hung", "host crash", "agent killed")
 #: Systems in table order: ours first, then what a sysadmin would pick instead, then the seed's set-up.
 SYSTEM_ORDER = ("ours default", "ours fast", "keepalived advert_int 1", TUNED, "static (no controller)")
 
@@ -154,8 +156,9 @@ def load(paths: Sequence[Path]) -> tuple[list[Row], list[dict[str, Any]]]:
 
 
 def ordered(rows: Sequence[Row]) -> list[Row]:
-    """Grouped by fault (in the order faults first appear), systems in SYSTEM_ORDER, unknown ones last."""
-    faults = list(dict.fromkeys(r.fault for r in rows))
+    """Grouped by fault (FAULT_ORDER, then as they appear), systems in SYSTEM_ORDER, unknown ones last."""
+    faults = list(dict.fromkeys([*(f for f in FAULT_ORDER if any(r.fault == f for r in rows)),
+                                 *(r.fault for r in rows)]))
     rank = {name: i for i, name in enumerate(SYSTEM_ORDER)}
     return sorted(rows, key=lambda r: (faults.index(r.fault), rank.get(r.system, len(rank)), r.system))
 
