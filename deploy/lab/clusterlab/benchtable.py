@@ -253,7 +253,11 @@ def findings(rows: Sequence[Row]) -> list[str]:
             got = "no takeover time" if s is None else f"p99 {s['p99']:.3f} s"
             never = f", {row.never} trials never recovered" if row.never else ""
             out.append(f"{row.system}, {row.fault}: target p99 <= {target:g} s missed ({got}{never}).")
-        if row.never and target is None and row.moves:
+        if row.never and target is None and row.moves and not row.times:
+            window = f" {row.notes['window_s']:g} s" if "window_s" in row.notes else ""
+            out.append(f"{row.system}, {row.fault}: no trial recovered within its{window} window "
+                       f"({row.never} of {len(row.trials)}): drawn as 'never' in the chart, not as a time.")
+        elif row.never and target is None and row.moves:
             out.append(f"{row.system}, {row.fault}: {row.never} of {len(row.trials)} trials never recovered within "
                        "the window; its percentiles (and the ratios against it) are over the other trials.")
         if row.notes.get("self_fences"):
@@ -272,7 +276,7 @@ def generated_block(rows: Sequence[Row], metas: Sequence[dict[str, Any]]) -> str
         ls, le = m.get("load_start") or [0, 0, 0], m.get("load_end") or [0, 0, 0]
         runs.append(f"- `{' '.join(m.get('argv', []))}`: {m.get('started', '?')} to {m.get('ended', '?')}, "
                     f"load average (1/5/15 min) at start {ls[0]:.1f}/{ls[1]:.1f}/{ls[2]:.1f}, "
-                    f"at end {le[0]:.1f}/{le[1]:.1f}/{le[2]:.1f}")
+                    f"at end {le[0]:.1f}/{le[1]:.1f}/{le[2]:.1f}" + (f" ({m['note']})" if m.get("note") else ""))
     facts = findings(rows)
     return "\n".join([
         BEGIN, "", table(rows), "",
