@@ -1,60 +1,87 @@
-"""Failover benchmark: per failure type, N trials measured from the clients' side.
+"""Failover benchmark: our profiles and keepalived side by side, per fault, measured by the same client code.
 
-For each trial: open long-lived SSH sessions from a sample of sources, start a banner watch on the
-sources whose bucket the victim owns, inject the fault, wait until the map moved and the clients
-answer again, then record: the time from the fault until every affected source could open a new SSH
-session (the trial's takeover time), duplicate answers seen by UDP sweeps during the trial, sessions
-of unaffected buckets that broke, and the survivors' bucket counts. Then restore and wait for
-failback. A baseline row runs the seed's static setup (no controller): its affected clients never
-recover within the observation window.
+For every (system, fault) row, N trials. Our rows (``default``, ``fast``: the lab stack in that
+profile): open long-lived SSH sessions from a sample of sources, start a banner watch
+(clusterlab.measure.BannerWatch) on the sources whose bucket the victim owns, sweep every source
+with UDP datagrams (an answer from two hosts is a duplicate) and read every host's kernel bucket set
+(clusterlab.ownership: one bucket in two live kernels is a two-owner sample), inject the fault, wait
+until the map moved and the clients answer again; record the takeover (fault until every watched
+source opened a new SSH session), duplicates, two-owner samples, broken unaffected sessions and the
+survivors' bucket counts; then heal and wait for failback. keepalived rows (VRRPv3, advert_int 1 and
+0.1, clusterlab.keepalived) use the same BannerWatch and count hosts holding the VIP. A static row
+(no controller) shows what the seed set-up does: its clients never recover.
 
-Writes a markdown table (docs/failover-benchmark.md) and a PNG chart (docs/failover-benchmark.png)
-unless --no-write. ``--trials 2`` is the short CI variant.
+    .venv/bin/python deploy/lab/bench_failover.py                       # everything, 20 trials per row
+    .venv/bin/python deploy/lab/bench_failover.py --systems default --faults "host crash" \\
+        --trials 20 --json /tmp/chunk-default-crash.json --no-write      # one chunk
+    .venv/bin/python deploy/lab/bench_failover.py --from-json /tmp/chunk-*.json   # merge: table + chart
+
+Writes docs/failover-benchmark.md (between its "bench:begin/end" markers; text around them is kept)
+and docs/failover-benchmark.png unless --no-write. Exit status 1 if any of OUR trials saw a
+duplicate answer or two kernel owners. tests/lab/test_failover_bench_short.py is the CI variant.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import contextlib
-
+from clusterlab import benchtable, netns
+from clusterlab.benchtable import Row, Trial
 from clusterlab.errors import LabError
-from clusterlab.measure import BannerWatch, recovery, summary, wait_for
+from clusterlab.measure import BannerWatch, recovery, wait_for
+from clusterlab.ownership import KernelOwnershipChecker
 from clusterlab.stack import LabStack, StackOptions
 from clusterlab.traffic import udp_probe
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+TABLE = "cif_lab"  # node_hook.backends._naming.nft_table_name("lab")
+Action = Callable[[LabStack, str], None]
 
 
-@dataclass
-class Trial:
-    fault: str
-    victim: str
-    takeover_s: float | None  # None: some affected source never recovered within the window
-    per_source: list[float]
-    duplicates: int
-    sweeps: int
-    sessions_broken: int
-    survivor_counts: dict[str, int]
-    timeline: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
-    fault_at: float = 0.0
+def reboot(stack: LabStack, host: str) -> None:
+    """Heal a crash as a reboot does: the kernel comes back empty, then links, sshd and the hook."""
+    netns.nsexec(stack.topo.host(host).namespace, ["nft", "delete", "table", "ip", TABLE], check=False)
+    stack.restore_host(host)
 
 
-FAULTS: dict[str, tuple[Callable[[LabStack, str], None], Callable[[LabStack, str], None]]] = {
-    "sshd hung": (lambda s, h: s.hang_sshd(h), lambda s, h: s.resume_sshd(h)),
-    "host crash": (lambda s, h: s.crash_host(h), lambda s, h: s.restore_host(h)),
-    "login impossible": (lambda s, h: s.exhaust_logins(h), lambda s, h: s.restore_logins(h)),
+@dataclass(frozen=True)
+class Scenario:
+    """One fault: how to inject and heal it in our lab, and keepalived's equivalent (if any).
+
+    ``moves``: clients of the victim must be taken over (a takeover time is measured); otherwise
+    the row only counts exclusivity (the victim keeps serving) over ``hold_s`` x session timeout."""
+
+    inject: Action
+    restore: Action
+    keepalived: str | None = None
+    moves: bool = True
+    crashes: bool = False  # the victim's kernel is unreachable while the fault lasts: not an owner
+    hold_sessions: float = 2.5
+
+
+#: The fault scenarios, one row per system each. Add a scenario here and it is run, tabled and charted.
+SCENARIOS: dict[str, Scenario] = {
+    "sshd hung": Scenario(lambda s, h: s.hang_sshd(h), lambda s, h: s.resume_sshd(h), keepalived="hung"),
+    "host crash": Scenario(lambda s, h: s.crash_host(h), reboot, keepalived="crash", crashes=True),
+    "agent killed": Scenario(lambda s, h: s.kill_hook(h), lambda s, h: s.start_hook(h), keepalived="kill",
+                             moves=False),
+    "login impossible": Scenario(lambda s, h: s.exhaust_logins(h), lambda s, h: s.restore_logins(h)),
 }
+SYSTEMS = {"default": "ours default", "fast": "ours fast", "keepalived-1": "keepalived advert_int 1",
+           "keepalived-0.1": benchtable.TUNED, "static": "static (no controller)"}
+DEFAULT_FAULTS = "sshd hung,host crash,agent killed"
 
 
 def sweep_duplicates(stack: LabStack, sources: list[str], stop: threading.Event, out: dict[str, int]) -> None:
@@ -67,195 +94,251 @@ def sweep_duplicates(stack: LabStack, sources: list[str], stop: threading.Event,
         out["duplicates"] += sum(1 for r in replies.values() if len(r) > 1)
 
 
-def run_trial(stack: LabStack, fault: str, victim: str, window_s: float, controlled: bool = True) -> Trial:
-    inject, restore = FAULTS[fault]
+def open_sessions(stack: LabStack, sources: list[str]):  # type: ignore[no-untyped-def]
+    proc = stack.popen_client("clusterlab.sshclient", "sessions", "--vip", stack.topo.vip, "--sources",
+                              ",".join(sources), "--key", str(stack.user_key), "--interval", "0.05",
+                              "--timeout", "10", "--stall", "5")
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    return proc
+
+
+def run_trial(stack: LabStack, system: str, fault: str, victim: str, window_s: float,
+              controlled: bool = True) -> Trial:
+    """One fault on ``victim`` in our lab, measured from the clients and the kernels; healed at the end."""
+    sc = SCENARIOS[fault]
     owners = stack.owners()
     affected = [s for s in stack.topo.client_sources if owners.get(stack.bucket_of(s)) == victim]
     others = [s for s in stack.topo.client_sources if s not in affected]
-    sessions_srcs = others[:: max(1, len(others) // 6)][:6]
-    sessions = stack.popen_client(
-        "clusterlab.sshclient",
-        "sessions",
-        "--vip",
-        stack.topo.vip,
-        "--sources",
-        ",".join(sessions_srcs),
-        "--key",
-        str(stack.user_key),
-        "--interval",
-        "0.05",
-        "--timeout",
-        "10",
-        "--stall",
-        "5",
-    )
-    assert sessions.stdout is not None
-    sessions.stdout.readline()
+    sessions = open_sessions(stack, others[:: max(1, len(others) // 6)][:6])
     dup = {"sweeps": 0, "duplicates": 0}
     stop = threading.Event()
     sweeper = threading.Thread(target=sweep_duplicates, args=(stack, list(stack.topo.client_sources), stop, dup))
-    with BannerWatch(stack, affected, interval_s=0.02, timeout_s=1.0, duration_s=window_s + 30) as watch:
-        sweeper.start()
-        time.sleep(0.3)
-        fault_at = time.time()
-        inject(stack, victim)
-        if controlled:
-            with contextlib.suppress(LabError):
-                wait_for(
-                    lambda: all(stack.owners().get(stack.bucket_of(s)) not in (None, victim) for s in affected),
-                    timeout_s=window_s,
-                    what="takeover",
-                )
-            time.sleep(1.5)
-        else:
-            time.sleep(window_s)
-        transitions = watch.stop()
-    stop.set()
-    sweeper.join(timeout=10)
+    crashed: set[str] = set()
+    checker = KernelOwnershipChecker({h: stack.topo.host(h).namespace for h in stack.host_names}, TABLE,
+                                     stack.buckets, interval_s=0.05, excluded=lambda: set(crashed))
+    checker.start()
+    try:
+        with BannerWatch(stack, affected, interval_s=0.02, timeout_s=1.0, duration_s=window_s + 30) as watch:
+            sweeper.start()
+            time.sleep(0.3)
+            fault_at = time.time()
+            if sc.crashes:
+                crashed.add(victim)
+            sc.inject(stack, victim)
+            if controlled and sc.moves:
+                with contextlib.suppress(LabError):
+                    wait_for(lambda: all(stack.owners().get(stack.bucket_of(s)) not in (None, victim)
+                                         for s in affected), timeout_s=window_s, what="takeover")
+                time.sleep(1.5)
+            elif controlled:
+                time.sleep(sc.hold_sessions * stack.session_timeout_s + 1.0)
+            else:
+                time.sleep(window_s)
+            transitions = watch.stop()
+    finally:
+        stop.set()
+        if sweeper.is_alive():
+            sweeper.join(timeout=10)
+        kernel = checker.stop()
     out, _ = sessions.communicate(timeout=60)
     report = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
-    broken = sum(1 for r in report.values() if r.get("broken"))
-    results = recovery(transitions, fault_at, bad_hosts=[victim])
-    per_source = [r.recovered_s for r in results if r.recovered_s is not None]
-    takeover = max(per_source) if per_source and len(per_source) == len(results) else None
     counts: dict[str, int] = {}
     for owner in stack.owners().values():
         if owner and owner != victim:
             counts[owner] = counts.get(owner, 0) + 1
-    restore(stack, victim)
-    return Trial(
-        fault, victim, takeover, per_source, dup["duplicates"], dup["sweeps"], broken, counts, transitions, fault_at
-    )
+    sc.restore(stack, victim)
+    per_source: list[float | None] = []
+    takeover = None
+    if sc.moves:
+        per_source = [r.recovered_s for r in recovery(transitions, fault_at, bad_hosts=[victim])]
+        takeover = max(per_source) if per_source and None not in per_source else None  # type: ignore[type-var]
+    return Trial(system, fault, victim, takeover, per_source, dup["duplicates"], dup["sweeps"],
+                 kernel.double_owner_samples, kernel.rounds, None,
+                 sum(1 for r in report.values() if r.get("broken")), counts, os.getloadavg()[0],
+                 fault_at=fault_at, timeline=transitions)
 
 
-def restore_all(stack: LabStack) -> None:
-    stack.wait_converged(90, expect={h: stack.home_buckets(h) for h in stack.host_names})
+def self_fences(stack: LabStack) -> int:
+    """Self-fences in every hook log so far: each released a host's buckets without a fault (fast)."""
+    total = 0
+    for path in (stack.dir / "logs").glob("hook-*.log"):
+        with contextlib.suppress(OSError):
+            total += path.read_text(errors="replace").count("self-fenced, released all buckets")
+    return total
 
 
-def fmt(value: float | None) -> str:
-    return "never" if value is None else f"{value:.3f}"
+def settle(stack: LabStack, log: Callable[[str], None], timeout_s: float = 90.0) -> None:
+    """Failback done: every host holds its home buckets again. One retry (a fast-profile hook that
+    fenced itself during the heal needs another round); a second failure ends the chunk."""
+    expect = {h: stack.home_buckets(h) for h in stack.host_names}
+    try:
+        stack.wait_converged(timeout_s, expect=expect)
+    except LabError as exc:
+        log(f"not converged after a trial, waiting once more: {exc}"[:400])
+        stack.wait_converged(timeout_s, expect=expect)
 
 
-def table(rows: dict[str, list[Trial]]) -> str:
-    lines = [
-        "| fault | trials | takeover p50 (s) | p95 | p99 | max | duplicate answers | unaffected sessions broken "
-        "| survivor bucket counts (max-min) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for fault, trials in rows.items():
-        ok = [t.takeover_s for t in trials if t.takeover_s is not None]
-        never = len(trials) - len(ok)
-        stats = summary(ok) if ok else None
-        spread = max(
-            (max(t.survivor_counts.values()) - min(t.survivor_counts.values()) for t in trials if t.survivor_counts),
-            default=0,
-        )
-        cells = ["never"] * 4 if stats is None else [f"{stats[k]:.3f}" for k in ("p50", "p95", "p99", "max")]
-        if never and stats is not None:
-            cells[-1] += f" ({never} never)"
-        lines.append(
-            f"| {fault} | {len(trials)} | {' | '.join(cells)} | {sum(t.duplicates for t in trials)} "
-            f"in {sum(t.sweeps for t in trials)} sweeps | {sum(t.sessions_broken for t in trials)} | {spread} |"
-        )
-    return "\n".join(lines)
+def failed_trial(system: str, fault: str, victim: str, exc: Exception) -> Trial:
+    return Trial(system, fault, victim, None, load1=os.getloadavg()[0], error=f"{type(exc).__name__}: {exc}"[:300])
 
 
-def chart(rows: dict[str, list[Trial]], path: Path) -> None:
-    import matplotlib
+def ours_rows(profile: str, faults: list[str], trials: int, backend: str = "nftables",
+              log: Callable[[str], None] = print, window_s: float = 20.0, into: list[Row] | None = None) -> list[Row]:
+    """N trials per fault in one lab stack of ``profile``; a trial whose machinery fails is recorded.
+    Rows go into ``into`` as soon as they exist, so an aborted chunk still saves what it measured."""
+    system = SYSTEMS[profile]
+    rows = [Row(system, f) for f in faults]
+    (into if into is not None else []).extend(rows)
+    stack = LabStack(StackOptions(backend=backend, client_sources=64, failback="immediate", profile=profile))
+    started = time.monotonic()
+    try:
+        stack.up(timeout_s=90)
+        victims = stack.host_names[1:]
+        fences_before = self_fences(stack)
+        for row in rows:
+            for i in range(trials):
+                victim = victims[i % len(victims)]
+                try:
+                    trial = run_trial(stack, system, row.fault, victim, window_s=window_s)
+                except LabError as exc:
+                    trial = failed_trial(system, row.fault, victim, exc)
+                row.trials.append(trial)
+                log(describe(trial, i))
+                settle(stack, log)
+            fences = self_fences(stack)
+            row.notes["self_fences"], fences_before = fences - fences_before, fences
+            row.notes["seconds"] = round(time.monotonic() - started)
+    finally:
+        stack.down()
+    return rows
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
-    example = next((t for trials in rows.values() for t in trials if t.takeover_s is not None), None)
-    if example is not None:
-        for i, (_src, trans) in enumerate(sorted(example.timeline.items())):
-            xs = [t - example.fault_at for t, _ in trans] + [max(3.0, (example.takeover_s or 0) + 1)]
-            for (t0, state), t1 in zip(trans, xs[1:], strict=False):
-                x0 = t0 - example.fault_at
-                color = "tab:red" if state.startswith("!") else ("tab:gray" if state == example.victim else "tab:green")
-                left.plot([max(x0, -0.5), t1], [i, i], color=color, linewidth=4)
-        left.axvline(0, color="black", linestyle="--")
-        left.set_xlim(-0.5, max(3.0, (example.takeover_s or 0) + 1))
-        left.set_title(
-            f"one failover ({example.fault}, {example.victim}) per client source\n"
-            "gray: old host, red: no answer, green: survivor"
-        )
-        left.set_xlabel("seconds since the fault")
-        left.set_ylabel("client source")
-    data = [[t.takeover_s for t in trials if t.takeover_s is not None] for trials in rows.values()]
-    labels = list(rows)
-    right.boxplot([d or [0.0] for d in data], tick_labels=labels)
-    right.set_ylabel("takeover time (s), per trial: all affected sources served again")
-    right.set_title("distribution per failure type")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+def static_row(trials: int, window_s: float, backend: str = "nftables",
+               log: Callable[[str], None] = print, into: list[Row] | None = None) -> Row:
+    """The seed's static set-up: no controller moves buckets; crash a host and watch its clients."""
+    system = SYSTEMS["static"]
+    row = Row(system, "host crash", notes={"window_s": window_s})
+    (into if into is not None else []).append(row)
+    with LabStack(StackOptions(backend=backend, client_sources=64, failback="immediate")) as stack:
+        for name in list(stack.controllers):
+            stack.kill_controller(name)
+        for i in range(trials):
+            trial = run_trial(stack, system, "host crash", stack.host_names[1], window_s=window_s, controlled=False)
+            row.trials.append(trial)
+            log(describe(trial, i))
+            stack.wait_converged(90, expect={h: stack.home_buckets(h) for h in stack.host_names})
+    return row
+
+
+def keepalived_rows(advert_int: float, faults: list[str], trials: int,
+                    log: Callable[[str], None] = print, into: list[Row] | None = None) -> list[Row]:
+    """N trials per fault in one keepalived lab (fault on the master, h1), same BannerWatch."""
+    from clusterlab.keepalived import KeepalivedLab, KeepalivedOptions
+
+    system = f"keepalived advert_int {advert_int:g}"
+    rows = [Row(system, f) for f in faults if SCENARIOS[f].keepalived]
+    (into if into is not None else []).extend(rows)
+    with KeepalivedLab(KeepalivedOptions(advert_int=advert_int)) as lab:
+        for row in rows:
+            kind = SCENARIOS[row.fault].keepalived
+            assert kind is not None
+            for i in range(trials):
+                try:
+                    k = lab.trial(kind)
+                    trial = Trial(system, row.fault, k.master, k.takeover_s, list(k.per_source_s),
+                                  vip_holders=k.vip_holders, load1=k.load1, fault_at=k.fault_at,
+                                  timeline=k.transitions)
+                except LabError as exc:
+                    trial = failed_trial(system, row.fault, "h1", exc)
+                    lab.wait_stable(60)
+                row.trials.append(trial)
+                log(describe(trial, i))
+    return rows
+
+
+def describe(t: Trial, i: int) -> str:
+    took = "n/a" if not t.per_source and t.error is None else (
+        "never" if t.takeover_s is None else f"{t.takeover_s:.3f} s")
+    extra = f"VIP holders {t.vip_holders}" if t.vip_holders is not None else (
+        f"duplicates {t.duplicates}/{t.sweeps} sweeps, two-owner samples {t.two_owner_samples}/"
+        f"{t.kernel_rounds} rounds, sessions broken {t.sessions_broken}, survivors {t.survivor_counts}")
+    err = f" ERROR {t.error}" if t.error else ""
+    return (f"{time.strftime('%H:%M:%S')} {t.system:>26} | {t.fault:>12} #{i + 1:02d} {t.victim}: "
+            f"takeover {took}; {extra} [load {t.load1:.1f}]{err}")
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def parse_list(text: str, known: dict[str, object], what: str, parser: argparse.ArgumentParser) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = [x for x in items if x not in known]
+    if unknown or not items:
+        parser.error(f"unknown {what} {unknown or text!r}; choose from {', '.join(known)}")
+    return items
+
+
+def run(args: argparse.Namespace, systems: list[str], faults: list[str], rows: list[Row]) -> None:
+    """Every selected system x fault, appending to ``rows`` as it goes (saved even if a chunk aborts)."""
+    for name in systems:
+        if name in ("default", "fast"):
+            ours_rows(name, faults, args.trials, args.backend, into=rows)
+        elif name.startswith("keepalived-"):
+            keepalived_rows(float(name.split("-", 1)[1]), faults, args.trials, into=rows)
+        elif "host crash" in faults:
+            static_row(args.baseline_trials, args.baseline_window, args.backend, into=rows)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--faults", default="sshd hung,host crash")
+    parser.add_argument("--trials", type=int, default=20, help="trials per row (default 20)")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, from {', '.join(SYSTEMS)}")
+    parser.add_argument("--faults", default=DEFAULT_FAULTS, help=f"comma-separated, from {', '.join(SCENARIOS)}")
     parser.add_argument("--backend", default="nftables", choices=["nftables", "xt_cluster"])
-    parser.add_argument("--profile", default="default", choices=["default", "fast"])
+    parser.add_argument("--baseline-trials", type=int, default=2)
     parser.add_argument("--baseline-window", type=float, default=10.0)
-    parser.add_argument("--no-baseline", action="store_true")
-    parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--json", type=Path, default=None, help="also write raw trials as JSON here")
+    parser.add_argument("--no-write", action="store_true", help="print only; do not write docs/")
+    parser.add_argument("--json", type=Path, default=None, help="write the trials as JSON here (one chunk)")
+    parser.add_argument("--from-json", type=Path, nargs="+", default=None, metavar="FILE",
+                        help="run nothing: merge these chunks into the table and chart")
     args = parser.parse_args()
-    faults = [f.strip() for f in args.faults.split(",") if f.strip()]
-    unknown = [f for f in faults if f not in FAULTS]
-    if unknown:
-        parser.error(f"unknown faults {unknown}; choose from {list(FAULTS)}")
-    rows: dict[str, list[Trial]] = {}
-    stack = LabStack(StackOptions(backend=args.backend, client_sources=64, failback="immediate",
-                                  profile=args.profile))
-    print(f"load average at start: {os.getloadavg()}", flush=True)
-    try:
-        stack.up(timeout_s=90)
-        victims = stack.host_names[1:]
-        for fault in faults:
-            rows[fault] = []
-            for i in range(args.trials):
-                victim = victims[i % len(victims)]
-                trial = run_trial(stack, fault, victim, window_s=20)
-                rows[fault].append(trial)
-                print(
-                    f"{fault:>16} #{i + 1:02d} {victim}: takeover {fmt(trial.takeover_s)} s, "
-                    f"duplicates {trial.duplicates}/{trial.sweeps} sweeps, sessions broken {trial.sessions_broken}, "
-                    f"survivors {trial.survivor_counts}",
-                    flush=True,
-                )
-                restore_all(stack)
-        if not args.no_baseline:
-            # The seed's static setup: nobody moves buckets. Stop every controller, then crash a host.
-            for name in list(stack.controllers):
-                stack.kill_controller(name)
-            rows["baseline: static, host crash"] = []
-            trial = run_trial(stack, "host crash", stack.host_names[1], window_s=args.baseline_window, controlled=False)
-            rows["baseline: static, host crash"].append(trial)
-            print(
-                f"baseline: static setup, host crash: takeover {fmt(trial.takeover_s)} "
-                f"({len(trial.per_source)} of the affected sources recovered in {args.baseline_window:g} s)"
-            )
-    finally:
-        stack.down()
-    print(f"load average at end: {os.getloadavg()}")
-    text = table(rows)
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps({f: [t.__dict__ for t in ts] for f, ts in rows.items()}, default=str))
+    if args.trials < 1 or args.baseline_trials < 1 or args.baseline_window <= 0:
+        parser.error("--trials and --baseline-trials must be >= 1 and --baseline-window > 0")
+    if args.from_json:
+        try:
+            rows, metas = benchtable.load(args.from_json)
+        except ValueError as exc:
+            parser.error(str(exc))
+    else:
+        systems = parse_list(args.systems, SYSTEMS, "systems", parser)  # type: ignore[arg-type]
+        faults = parse_list(args.faults, SCENARIOS, "faults", parser)  # type: ignore[arg-type]
+        meta = {"argv": sys.argv[1:], "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                "load_start": os.getloadavg()}
+        print(f"load average at start: {meta['load_start']}", flush=True)
+        # `timeout` (or the lock's holder) ends a chunk with SIGTERM: exit through the finally
+        # blocks, so the lab is torn down and the trials measured so far are still written.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        rows = []
+        try:
+            run(args, systems, faults, rows)
+        finally:
+            meta["load_end"] = os.getloadavg()
+            meta["ended"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+            print(f"load average at end: {meta['load_end']}", flush=True)
+            if args.json:
+                benchtable.dump(rows, args.json, meta)
+        metas = [meta]
+    print(benchtable.table(rows))
     if not args.no_write:
-        (DOCS / "failover-benchmark.md").write_text(
-            "# Failover benchmark (measured)\n\nProduced by `deploy/lab/bench_failover.py` "
-            f"({args.trials} trials per fault, backend {args.backend}, 4 hosts, 16 buckets, 64 client sources).\n"
-            "Takeover = time from the fault until every affected client source can open a new SSH session.\n"
-            f"Load average at the end of the run: {os.getloadavg()[0]:.1f} (2 cores).\n\n{text}\n\n"
-            "![failover chart](failover-benchmark.png)\n"
-        )
+        from clusterlab.benchchart import chart
+
+        benchtable.write_docs(rows, metas, DOCS / "failover-benchmark.md")
         chart(rows, DOCS / "failover-benchmark.png")
         print(f"wrote {DOCS / 'failover-benchmark.md'} and the chart")
-    bad = [t for ts in rows.values() for t in ts if t.duplicates]
+    bad = benchtable.violations(rows)
+    for line in bad:
+        print(f"EXCLUSIVITY VIOLATED: {line}")
     return 1 if bad else 0
 
 

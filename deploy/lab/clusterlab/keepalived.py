@@ -87,6 +87,10 @@ class Trial:
     new_master: str | None
     #: 1-minute load average when the trial ended (timings mean little without it)
     load1: float = 0.0
+    #: what the watched sources saw (BannerWatch transitions, wall clock) and when the fault hit:
+    #: kept so a trial that never recovered can be explained afterwards
+    transitions: dict[str, list[tuple[float, str]]] = field(default_factory=dict, compare=False)
+    fault_at: float = 0.0
 
 
 @dataclass
@@ -355,7 +359,8 @@ class KeepalivedLab:
             if per_source and all(v is not None for v in per_source):
                 takeover = max(v for v in per_source if v is not None)
         self.wait_stable(max(30.0, 10 * advert + 15.0), master)
-        return Trial(fault, advert, takeover, per_source, most, master, new[0] if new else None, os.getloadavg()[0])
+        return Trial(fault, advert, takeover, per_source, most, master, new[0] if new else None, os.getloadavg()[0],
+                     transitions, fault_at)
 
 
 def run_trials(lab: KeepalivedLab, fault: str, n: int) -> list[Trial]:
