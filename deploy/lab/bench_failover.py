@@ -43,7 +43,7 @@ from clusterlab.errors import LabError
 from clusterlab.measure import BannerWatch, recovery, wait_for
 from clusterlab.ownership import KernelOwnershipChecker
 from clusterlab.stack import LabStack, StackOptions
-from clusterlab.traffic import udp_probe
+from clusterlab.traffic import TcpStreams, tcp_probe, udp_probe
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 TABLE = "cif_lab"  # node_hook.backends._naming.nft_table_name("lab")
@@ -51,8 +51,10 @@ Action = Callable[[LabStack, str], None]
 
 
 def reboot(stack: LabStack, host: str) -> None:
-    """Heal a crash as a reboot does: the kernel comes back empty, then links, sshd and the hook."""
+    """Heal a crash as a reboot does: the kernel comes back empty (no rules, no conntrack entries),
+    then links, sshd and the hook."""
     netns.nsexec(stack.topo.host(host).namespace, ["nft", "delete", "table", "ip", TABLE], check=False)
+    netns.nsexec(stack.topo.host(host).namespace, ["conntrack", "-F"], check=False)
     stack.restore_host(host)
 
 
@@ -79,6 +81,9 @@ SCENARIOS: dict[str, Scenario] = {
                              moves=False),
     "login impossible": Scenario(lambda s, h: s.exhaust_logins(h), lambda s, h: s.restore_logins(h)),
 }
+#: Not a fault of its own: the planned move after one (drain_row). Its time is restore -> home host
+#: takes new connections; its "sessions broken" counts survivor sessions cut by the failback (target 0).
+DRAIN_FAILBACK = "failback with drain"
 SYSTEMS = {"default": "ours default", "fast": "ours fast", "keepalived-1": "keepalived advert_int 1",
            "keepalived-0.1": benchtable.TUNED, "static": "static (no controller)"}
 DEFAULT_FAULTS = "sshd hung,host crash,agent killed"
@@ -214,6 +219,50 @@ def ours_rows(profile: str, faults: list[str], trials: int, backend: str = "nfta
     return rows
 
 
+def drain_row(trials: int, log: Callable[[str], None] = print, into: list[Row] | None = None,
+              sessions: int = 6) -> Row:
+    """Failback with drain (issue 9): crash a home host, open ``sessions`` long-lived TCP streams on
+    the survivor from the crashed host's sources, restore the host; the streams must keep working
+    through the failback while every new connection goes to the home host."""
+    system = SYSTEMS["default"]
+    row = Row(system, DRAIN_FAILBACK)
+    (into if into is not None else []).append(row)
+    extra = {"max_drain_s": 120, "drain_poll_s": 0.2}
+    with LabStack(StackOptions(client_sources=64, failback="drain", failback_extra=extra)) as stack:
+        port = stack.options.responder_port
+        for i in range(trials):
+            home = stack.host_names[1 + i % (len(stack.host_names) - 1)]
+            buckets = set(stack.home_buckets(home))
+            srcs = [s for s in stack.topo.client_sources if stack.bucket_of(s) in buckets]
+            try:
+                stack.crash_host(home)
+                wait_for(lambda h=home, bs=buckets: all(stack.owners()[b] not in (None, h) for b in bs), 30,
+                         what="takeover")
+                stack.wait_converged(30)
+                streams = TcpStreams(stack.topo, port, srcs[:sessions], stall_s=2.0).start()
+                try:
+                    reboot(stack, home)
+                    restored = time.time()
+                    wait_for(lambda h=home, bs=buckets: all(stack.owners()[b] == h for b in bs), 60, what="failback")
+                    stack.wait_converged(30)
+                    failback_s = time.time() - restored
+                    fresh = tcp_probe(stack.topo, port, sources=srcs[sessions:], timeout_s=2.0)
+                    misrouted = sum(1 for h in fresh.values() if h != home)
+                    time.sleep(1.0)
+                finally:
+                    report = streams.stop()
+                broken = sum(1 for r in report.values() if r.broken)
+                trial = Trial(system, DRAIN_FAILBACK, home, failback_s, [failback_s], sessions_broken=broken,
+                              load1=os.getloadavg()[0],
+                              error=f"{misrouted} new sessions not on the home host" if misrouted else None)
+            except LabError as exc:
+                trial = failed_trial(system, DRAIN_FAILBACK, home, exc)
+            row.trials.append(trial)
+            log(describe(trial, i) + f", sessions broken {trial.sessions_broken}")
+            settle(stack, log)
+    return row
+
+
 def static_row(trials: int, window_s: float, backend: str = "nftables",
                log: Callable[[str], None] = print, into: list[Row] | None = None) -> Row:
     """The seed's static set-up: no controller moves buckets; crash a host and watch its clients."""
@@ -283,7 +332,9 @@ def run(args: argparse.Namespace, systems: list[str], faults: list[str], rows: l
     """Every selected system x fault, appending to ``rows`` as it goes (saved even if a chunk aborts)."""
     for name in systems:
         if name in ("default", "fast"):
-            ours_rows(name, faults, args.trials, args.backend, into=rows)
+            ours_rows(name, [f for f in faults if f != DRAIN_FAILBACK], args.trials, args.backend, into=rows)
+            if name == "default" and DRAIN_FAILBACK in faults:
+                drain_row(args.trials, into=rows)
         elif name.startswith("keepalived-"):
             keepalived_rows(float(name.split("-", 1)[1]), faults, args.trials, into=rows)
         elif "host crash" in faults:
@@ -294,7 +345,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=20, help="trials per row (default 20)")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, from {', '.join(SYSTEMS)}")
-    parser.add_argument("--faults", default=DEFAULT_FAULTS, help=f"comma-separated, from {', '.join(SCENARIOS)}")
+    parser.add_argument("--faults", default=DEFAULT_FAULTS,
+                        help=f"comma-separated, from {', '.join([*SCENARIOS, DRAIN_FAILBACK])}")
     parser.add_argument("--backend", default="nftables", choices=["nftables", "xt_cluster"])
     parser.add_argument("--baseline-trials", type=int, default=2)
     parser.add_argument("--baseline-window", type=float, default=10.0)
@@ -312,7 +364,7 @@ def main() -> int:
             parser.error(str(exc))
     else:
         systems = parse_list(args.systems, SYSTEMS, "systems", parser)  # type: ignore[arg-type]
-        faults = parse_list(args.faults, SCENARIOS, "faults", parser)  # type: ignore[arg-type]
+        faults = parse_list(args.faults, {**SCENARIOS, DRAIN_FAILBACK: None}, "faults", parser)
         meta = {"argv": sys.argv[1:], "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                 "load_start": os.getloadavg()}
         print(f"load average at start: {meta['load_start']}", flush=True)
