@@ -195,10 +195,11 @@ class ProbeScheduler:
 
     def _start_due(self, now: float) -> None:
         interval = self.settings.interval_s
-        with self._lock:
-            for due, kind, slot in self._pending:
-                heapq.heappush(self._heap, (due, next(self._seq), kind, slot))
-            self._pending.clear()
+        if self._pending:  # other threads append under the lock, then wake us: no lock per wake-up
+            with self._lock:
+                for due, kind, slot in self._pending:
+                    heapq.heappush(self._heap, (due, next(self._seq), kind, slot))
+                self._pending.clear()
         heap = self._heap
         while heap and heap[0][0] <= now:
             due, _, kind, slot = heapq.heappop(heap)
@@ -266,7 +267,7 @@ class ProbeScheduler:
     def _record(self, target: ProbeTarget, result: ProbeResult) -> None:
         with self._lock:
             slot = self._slots.get(target.host_id)
-            if slot is None or slot.target != target:
+            if slot is None or (slot.target is not target and slot.target != target):
                 return  # a late result of a host that was removed or re-addressed
             if result.level == 2:
                 self.stats.level2 += 1
