@@ -1,10 +1,13 @@
-"""Level 1: TCP connect and read the ``SSH-2.0-`` banner, many probes at once on one selector.
+"""Level 1: TCP connect and read the ``SSH-2.0-`` banner, many probes at once on one epoll.
 
-Non-blocking sockets on ``selectors`` (epoll): a probe costs a socket and a heap entry, not a
-thread, so one core can watch hundreds of hosts. A hung sshd still completes TCP handshakes (the
-kernel does that), so the banner deadline is what catches it. Ready sockets are handled before
-deadlines are expired: if this process itself was late (CPU starved), a banner that arrived in
-time is not counted as a timeout.
+Non-blocking sockets on one epoll: a probe costs a socket and a heap entry, not a thread, so one
+core can watch hundreds of hosts. The epoll object is used directly, not through ``selectors``:
+its per-operation bookkeeping (a ``SelectorKey`` per register/modify, a key lookup per event) was
+a measurable share of the CPU per probe at thousands of probes a second (docs/probes.md).
+
+A hung sshd still completes TCP handshakes (the kernel does that), so the banner deadline is what
+catches it. Ready sockets are handled before deadlines are expired: if this process itself was
+late (CPU starved), a banner that arrived in time is not counted as a timeout.
 
 A probe that times out is reported at once (detection is not delayed), but its socket may be kept
 open a while longer (``late_banner_s`` from its start, at most ``late_per_host`` per host and
@@ -19,8 +22,9 @@ import contextlib
 import errno
 import heapq
 import itertools
+import math
 import os
-import selectors
+import select
 import socket
 import struct
 import time
@@ -62,16 +66,17 @@ class _Probe:
     seq: int = field(default=0)
     #: already reported as a timeout; kept open only to see whether the banner still comes
     late: bool = False
-    #: the selector is given the fd, not the socket: it would call ``fileno()`` on every operation
+    #: the socket's fd, the key in the epoll and in ``BannerProber._by_fd``
     fd: int = -1
 
 
 class BannerProber:
-    """Runs level-1 probes on a selector the caller owns and polls (see ``ProbeScheduler``)."""
+    """Runs level-1 probes on an epoll the caller owns and polls (see ``ProbeScheduler``): the caller
+    passes every ready fd to ``ready``."""
 
     def __init__(
         self,
-        selector: selectors.BaseSelector,
+        poller: select.epoll,
         connect_timeout_s: float,
         banner_timeout_s: float,
         on_outcome: Outcome,
@@ -80,7 +85,7 @@ class BannerProber:
         late_per_host: int = 0,
         late_total: int = 1024,
     ) -> None:
-        self._sel = selector
+        self._poll = poller
         self._connect_timeout = connect_timeout_s
         self._banner_timeout = banner_timeout_s
         self._on_outcome = on_outcome
@@ -92,6 +97,7 @@ class BannerProber:
         self._late_total = 0
         self._deadlines: list[tuple[float, int, _Probe]] = []
         self._live: dict[int, _Probe] = {}
+        self._by_fd: dict[int, _Probe] = {}
         self._seq = itertools.count()
         self.started_total = 0
         self.late_banners = 0
@@ -102,7 +108,7 @@ class BannerProber:
 
     def start(self, target: ProbeTarget, family: socket.AddressFamily, ip: str, now: float,
               banner_timeout_s: float | None = None) -> None:
-        """Begin one probe; the outcome arrives through ``on_outcome`` from ``handle``/``expire``.
+        """Begin one probe; the outcome arrives through ``on_outcome`` from ``ready``/``expire``.
 
         ``banner_timeout_s`` overrides the default for this probe (the tracker's adaptive timeout).
         """
@@ -124,14 +130,24 @@ class BannerProber:
         probe = _Probe(target, sock, now, now + self._connect_timeout, timeout, seq=next(self._seq), fd=sock.fileno())
         self._live[probe.seq] = probe
         heapq.heappush(self._deadlines, (probe.deadline, probe.seq, probe))
-        self._sel.register(probe.fd, selectors.EVENT_WRITE, probe)
+        self._by_fd[probe.fd] = probe
+        self._poll.register(probe.fd, select.EPOLLOUT)
 
     def next_deadline(self) -> float | None:
         while self._deadlines and self._deadlines[0][1] not in self._live:
             heapq.heappop(self._deadlines)
         return self._deadlines[0][0] if self._deadlines else None
 
-    def handle(self, probe: _Probe, mask: int, now: float) -> None:
+    def ready(self, fd: int, now: float) -> bool:
+        """Advance the probe of a ready fd (any epoll event: errors show in ``SO_ERROR``/``recv``);
+        False if the fd is not one of ours."""
+        probe = self._by_fd.get(fd)
+        if probe is None:
+            return False
+        self.handle(probe, now)
+        return True
+
+    def handle(self, probe: _Probe, now: float) -> None:
         """Advance a probe whose socket is ready."""
         if probe.seq not in self._live:
             return
@@ -144,7 +160,7 @@ class BannerProber:
             if not probe.late:  # a late probe keeps its late deadline
                 probe.deadline = now + probe.banner_timeout
             heapq.heappush(self._deadlines, (probe.deadline, probe.seq, probe))
-            self._sel.modify(probe.fd, selectors.EVENT_READ, probe)
+            self._poll.modify(probe.fd, select.EPOLLIN)
             return
         try:
             chunk = probe.sock.recv(1024)
@@ -218,8 +234,10 @@ class BannerProber:
                 self._late_count[host] = left
             else:
                 self._late_count.pop(host, None)
-        with contextlib.suppress(KeyError, ValueError):
-            self._sel.unregister(probe.fd)  # before the close: the fd number is then free for reuse
+        if self._by_fd.get(probe.fd) is probe:
+            del self._by_fd[probe.fd]
+        with contextlib.suppress(OSError, ValueError):  # not registered, or the epoll closed
+            self._poll.unregister(probe.fd)  # before the close: the fd number is then free for reuse
         probe.sock.close()
 
 
@@ -257,15 +275,15 @@ def probe_banner(target: ProbeTarget, connect_timeout_s: float, banner_timeout_s
     """One blocking level-1 probe (CLI, tests): the latency in ms, or raises a ``ProbeError``."""
     family, ip = target.resolved()
     outcome: list[tuple[float | None, ProbeError | None]] = []
-    with selectors.DefaultSelector() as sel:
-        prober = BannerProber(sel, connect_timeout_s, banner_timeout_s, lambda _t, ms, e: outcome.append((ms, e)))
+    with select.epoll() as poller:
+        prober = BannerProber(poller, connect_timeout_s, banner_timeout_s, lambda _t, ms, e: outcome.append((ms, e)))
         prober.start(target, family, ip, time.monotonic())
         limit = time.monotonic() + connect_timeout_s + banner_timeout_s + 1.0
         while not outcome and time.monotonic() < limit:
             deadline = prober.next_deadline()
             wait = max(0.0, deadline - time.monotonic()) if deadline is not None else 0.05
-            for key, mask in sel.select(wait):
-                prober.handle(key.data, mask, time.monotonic())
+            for fd, _ in poller.poll(math.ceil(wait * 1e3) * 1e-3, prober.in_flight + 1):
+                prober.ready(fd, time.monotonic())
             prober.expire(time.monotonic())
         prober.cancel_all()
     if not outcome:
