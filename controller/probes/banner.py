@@ -47,6 +47,8 @@ _LINGER_RESET = struct.pack("ii", 1, 0)
 _MAX_PREAMBLE = 8192  # RFC 4253 lets a server send lines before its banner; bound them
 #: Created non-blocking (Linux): saves the ``setblocking`` syscall of every probe, thousands a second.
 _NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
+#: epoll events that may mean a failed connect (see ``BannerProber.handle``)
+_FAILED = select.EPOLLERR | select.EPOLLHUP
 
 #: Called with the target, the latency in ms on success or the error, and the banner line.
 Outcome = Callable[[ProbeTarget, float | None, ProbeError | None], None]
@@ -138,21 +140,25 @@ class BannerProber:
             heapq.heappop(self._deadlines)
         return self._deadlines[0][0] if self._deadlines else None
 
-    def ready(self, fd: int, now: float) -> bool:
-        """Advance the probe of a ready fd (any epoll event: errors show in ``SO_ERROR``/``recv``);
-        False if the fd is not one of ours."""
+    def ready(self, fd: int, events: int, now: float) -> bool:
+        """Advance the probe of a ready fd with its epoll ``events``; False if the fd is not ours."""
         probe = self._by_fd.get(fd)
         if probe is None:
             return False
-        self.handle(probe, now)
+        self.handle(probe, now, events)
         return True
 
-    def handle(self, probe: _Probe, now: float) -> None:
-        """Advance a probe whose socket is ready."""
+    def handle(self, probe: _Probe, now: float, events: int = _FAILED) -> None:
+        """Advance a probe whose socket is ready.
+
+        A connect that failed always raises ``EPOLLERR`` (the kernel sets the socket error that
+        ``SO_ERROR`` reads); without it or ``EPOLLHUP`` the connect succeeded, so the ``getsockopt``
+        syscall is skipped for the usual, successful probe. Without ``events`` it is always done.
+        """
         if probe.seq not in self._live:
             return
         if not probe.connected:
-            err = probe.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            err = probe.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if events & _FAILED else 0
             if err:
                 self._finish(probe, None, _connect_error(err, probe.target))
                 return
@@ -282,8 +288,8 @@ def probe_banner(target: ProbeTarget, connect_timeout_s: float, banner_timeout_s
         while not outcome and time.monotonic() < limit:
             deadline = prober.next_deadline()
             wait = max(0.0, deadline - time.monotonic()) if deadline is not None else 0.05
-            for fd, _ in poller.poll(math.ceil(wait * 1e3) * 1e-3, prober.in_flight + 1):
-                prober.ready(fd, time.monotonic())
+            for fd, events in poller.poll(math.ceil(wait * 1e3) * 1e-3, prober.in_flight + 1):
+                prober.ready(fd, events, time.monotonic())
             prober.expire(time.monotonic())
         prober.cancel_all()
     if not outcome:

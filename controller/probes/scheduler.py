@@ -188,11 +188,11 @@ class ProbeScheduler:
                 # every registered fd, so that no ready socket is left for the next round
                 events = self._poll.poll(math.ceil(wait * 1e3) * 1e-3, self._banner.in_flight + 1)
                 now = time.monotonic()
-                for fd, _ in events:  # ready sockets first: our own lateness is no timeout
+                for fd, mask in events:  # ready sockets first: our own lateness is no timeout
                     if fd == self._wake_fd:
                         self._drain_wake()
                     else:
-                        self._banner.ready(fd, now)
+                        self._banner.ready(fd, mask, now)
                 self._banner.expire(time.monotonic())
         except Exception:
             log.exception("probe loop crashed; hosts will stop changing state")
