@@ -48,6 +48,10 @@ _MAX_PREAMBLE = 8192  # RFC 4253 lets a server send lines before its banner; bou
 _NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
 #: epoll events that may mean a failed connect (see ``BannerProber.handle``)
 _FAILED = select.EPOLLERR | select.EPOLLHUP
+#: Edge-triggered for both directions, registered once: no ``epoll.modify`` syscall per probe when
+#: the connect completes. The price: a readable socket is read until it has nothing more (see
+#: ``handle``), since bytes already there raise no new event.
+_WATCH = select.EPOLLIN | select.EPOLLOUT | select.EPOLLET
 
 #: Called with the target, the latency in ms on success or the error, and the banner line.
 Outcome = Callable[[ProbeTarget, float | None, ProbeError | None], None]
@@ -132,7 +136,7 @@ class BannerProber:
         self._live[probe.seq] = probe
         heapq.heappush(self._deadlines, (probe.deadline, probe.seq, probe))
         self._by_fd[probe.fd] = probe
-        self._poll.register(probe.fd, select.EPOLLOUT)
+        self._poll.register(probe.fd, _WATCH)
 
     def next_deadline(self) -> float | None:
         while self._deadlines and self._deadlines[0][1] not in self._live:
@@ -147,7 +151,7 @@ class BannerProber:
         self.handle(probe, now, events)
         return True
 
-    def handle(self, probe: _Probe, now: float, events: int = _FAILED) -> None:
+    def handle(self, probe: _Probe, now: float, events: int = _FAILED | select.EPOLLIN) -> None:
         """Advance a probe whose socket is ready.
 
         A connect that failed always raises ``EPOLLERR`` (the kernel sets the socket error that
@@ -165,24 +169,29 @@ class BannerProber:
             if not probe.late:  # a late probe keeps its late deadline
                 probe.deadline = now + probe.banner_timeout
             heapq.heappush(self._deadlines, (probe.deadline, probe.seq, probe))
-            self._poll.modify(probe.fd, select.EPOLLIN)
-            return
-        try:
-            chunk = probe.sock.recv(1024)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._finish(probe, None, ConnectionClosed(f"connection error before banner: {exc.strerror}"))
-            return
-        if not chunk:
-            self._finish(probe, None, ConnectionClosed("connection closed before banner"))
-            return
-        probe.buf += chunk
-        verdict = _parse(probe.buf)
-        if verdict is True:
-            self._finish(probe, (now - probe.started) * 1000.0, None)
-        elif isinstance(verdict, ProbeError):
-            self._finish(probe, None, verdict)
+            if not events & select.EPOLLIN:
+                return  # the banner's arrival raises the next edge
+        # Edge-triggered: read until a verdict or until nothing is left, or bytes already received
+        # would wait for the next arrival (or the deadline).
+        while True:
+            try:
+                chunk = probe.sock.recv(1024)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._finish(probe, None, ConnectionClosed(f"connection error before banner: {exc.strerror}"))
+                return
+            if not chunk:
+                self._finish(probe, None, ConnectionClosed("connection closed before banner"))
+                return
+            probe.buf += chunk
+            verdict = _parse(probe.buf)
+            if verdict is True:
+                self._finish(probe, (now - probe.started) * 1000.0, None)
+                return
+            if isinstance(verdict, ProbeError):
+                self._finish(probe, None, verdict)
+                return
 
     def expire(self, now: float) -> None:
         """Fail every probe whose deadline passed."""
