@@ -294,6 +294,11 @@ class HealthTracker:
         else:
             self._held.discard(result.host_id)
         self._track_episode(result.host_id)
+        if host.health.state is Health.UP and _all_up(host.levels):
+            # Stays UP: what _judge would say, without formatting a reason nobody reads (an UP
+            # host's reason is only refreshed on a transition). This is the result of almost every
+            # probe, thousands a second (docs/probes.md, controller cost).
+            return None
         state, reason = self._judge(host)
         if state is host.health.state:
             if reason != host.health.reason and state is not Health.UP:
@@ -436,6 +441,11 @@ class HealthTracker:
             why = f"level {lv}: alive but slow, late banner {_ms(levels[lv].slow_ms)}"
             return (Health.SUSPECT if healthy_before else Health.UNKNOWN), why
         return Health.UNKNOWN, "rising"
+
+
+def _all_up(levels: Mapping[Level, _LevelCounters]) -> bool:
+    """Every level UP, none failing or slow: exactly when ``_judge`` says UP."""
+    return all(c.state is _LevelState.UP and not c.fails and c.slow_ms is None for c in levels.values())
 
 
 def _ms(value: float | None) -> str:

@@ -22,8 +22,9 @@ import contextlib
 import heapq
 import itertools
 import logging
+import math
 import resource
-import selectors
+import select
 import socket
 import threading
 import time
@@ -89,14 +90,16 @@ class ProbeScheduler:
         self._heap: list[tuple[float, int, int, _Slot]] = []
         self._pending: list[tuple[float, int, _Slot]] = []  # pushed by other threads, under _lock
         self._seq = itertools.count()
-        self._sel = selectors.DefaultSelector()
+        # A bare epoll, not selectors: see controller/probes/banner.py (CPU per probe).
+        self._poll = select.epoll()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._wake_fd = self._wake_r.fileno()
+        self._poll.register(self._wake_fd, select.EPOLLIN)
         self._max_sockets = _socket_budget()
         self._banner = BannerProber(
-            self._sel, settings.connect_timeout_s, settings.banner_timeout_s, self._on_banner,
+            self._poll, settings.connect_timeout_s, settings.banner_timeout_s, self._on_banner,
             self._on_late_banner, settings.late_banner_s, settings.late_sockets_per_host,
             late_total=max(16, self._max_sockets // 4),
         )
@@ -140,7 +143,7 @@ class ProbeScheduler:
             self._watchdog.stop()
             self._watchdog = None
         self._banner.cancel_all()
-        self._sel.close()
+        self._poll.close()
         self._wake_r.close()
         self._wake_w.close()
 
@@ -181,13 +184,15 @@ class ProbeScheduler:
             while not self._stop.is_set():
                 self._start_due(time.monotonic())
                 wait = self._next_wake(time.monotonic())
-                events = self._sel.select(wait)
+                # ms resolution, rounded up to wait at least ``wait`` (as selectors does); room for
+                # every registered fd, so that no ready socket is left for the next round
+                events = self._poll.poll(math.ceil(wait * 1e3) * 1e-3, self._banner.in_flight + 1)
                 now = time.monotonic()
-                for key, mask in events:  # ready sockets first: our own lateness is no timeout
-                    if key.data is None:
+                for fd, mask in events:  # ready sockets first: our own lateness is no timeout
+                    if fd == self._wake_fd:
                         self._drain_wake()
                     else:
-                        self._banner.handle(key.data, mask, now)
+                        self._banner.ready(fd, mask, now)
                 self._banner.expire(time.monotonic())
         except Exception:
             log.exception("probe loop crashed; hosts will stop changing state")
@@ -195,10 +200,11 @@ class ProbeScheduler:
 
     def _start_due(self, now: float) -> None:
         interval = self.settings.interval_s
-        with self._lock:
-            for due, kind, slot in self._pending:
-                heapq.heappush(self._heap, (due, next(self._seq), kind, slot))
-            self._pending.clear()
+        if self._pending:  # other threads append under the lock, then wake us: no lock per wake-up
+            with self._lock:
+                for due, kind, slot in self._pending:
+                    heapq.heappush(self._heap, (due, next(self._seq), kind, slot))
+                self._pending.clear()
         heap = self._heap
         while heap and heap[0][0] <= now:
             due, _, kind, slot = heapq.heappop(heap)
@@ -266,7 +272,7 @@ class ProbeScheduler:
     def _record(self, target: ProbeTarget, result: ProbeResult) -> None:
         with self._lock:
             slot = self._slots.get(target.host_id)
-            if slot is None or slot.target != target:
+            if slot is None or (slot.target is not target and slot.target != target):
                 return  # a late result of a host that was removed or re-addressed
             if result.level == 2:
                 self.stats.level2 += 1
