@@ -39,8 +39,8 @@ def test_status_healthy_table_and_exit_0(zk_client: KazooClient, config: Path) -
     lines = result.stdout.splitlines()
     assert lines[0] == "unix0: OK: all 4 buckets served"
     assert lines[1] == "map epoch 7, leader ctl-a, controllers 1"
-    assert lines[3].split() == ["BUCKET", "HOME", "OWNER", "STATE", "SINCE", "PIN"]
-    assert lines[4].split() == ["1", "unix1", "unix1", "serving", "2024-01-02", "12:01", "-"]
+    assert lines[3].split() == ["BUCKET", "HOME", "OWNER", "STATE", "SINCE", "PIN", "DRAINING", "(SESSIONS)"]
+    assert lines[4].split() == ["1", "unix1", "unix1", "serving", "2024-01-02", "12:01", "-", "-"]
     host_header = lines.index(next(line for line in lines if line.startswith("HOST")))
     assert lines[host_header].split() == ["HOST", "HEALTH", "SINCE", "REASON", "LATENCY", "HOOK", "APPLIED",
                                           "HOLDS", "HOME"]
@@ -59,7 +59,8 @@ def test_status_json_fields_are_stable(zk_client: KazooClient, config: Path) -> 
     assert (cluster["cluster"], cluster["level"], cluster["map_epoch"], cluster["leader"]) == ("unix0", "ok", 7,
                                                                                              "ctl-a")
     assert cluster["buckets"][2] == {"bucket": 3, "home": "unix3", "owner": "unix3", "state": "serving",
-                                     "since": 1704196684.0, "releasing": None, "target": None, "pinned": None}
+                                     "since": 1704196684.0, "releasing": None, "target": None, "pinned": None,
+                                     "draining": None}
     host = cluster["hosts"][0]
     assert set(host) == {"host", "health", "health_since", "reason", "latency_ms", "hook", "hook_version", "address",
                          "applied_epoch", "lag", "held", "owns", "home", "drained", "error"}
