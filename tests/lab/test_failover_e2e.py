@@ -211,7 +211,8 @@ def test_hook_crash_moves_nothing_and_alerts(stack: LabStack) -> None:
             return leader is not None and "hook of h1 is not running" in stack.log_tail(f"controller-{leader}", 200)
 
         wait_for(alerted, timeout_s=10 * stack.session_timeout_s, what="the leader's alert about h1's hook")
-        assert time.monotonic() - killed >= stack.session_timeout_s
+        # the hook's last heartbeat (every T/20) came before the kill: its session can expire T - T/20 after it
+        assert time.monotonic() - killed >= 0.9 * stack.session_timeout_s
         assert stack.owners() == before, "a hook crash on a healthy host must not move buckets"
         silent = stack.banners(own[:8], timeout_s=1.0)
         assert all(h is None for h in silent.values()), f"h1's kernel still answers without its hook: {silent}"
