@@ -154,3 +154,29 @@ class RecentDeadman:
             if line.startswith(f"src={self.vip} "):
                 return line
         return None
+
+
+class RecentDeadmanMixin:
+    """The dead-man methods of the iptables backends (xt_cluster, clusterip), which share one kind of
+    timer; the backend sets ``deadman_s`` (None: switched off) and ``deadman`` in its constructor."""
+
+    deadman_s: float | None
+    deadman: RecentDeadman
+
+    def _install_deadman(self) -> None:
+        """Before the balancing rules, so that an adopted, serving kernel is guarded from now on."""
+        if self.deadman_s is not None:
+            self.deadman.install()
+        elif os.path.exists(self.deadman.proc):  # turned off: a leftover rule would drop everything
+            self.deadman.remove()
+
+    def arm_alive(self) -> None:
+        if self.deadman_s is not None:
+            self.deadman.arm()
+
+    def refresh_alive(self) -> bool:
+        return True if self.deadman_s is None else self.deadman.refresh()
+
+    def disarm_alive(self) -> None:
+        if self.deadman_s is not None:
+            self.deadman.disarm()

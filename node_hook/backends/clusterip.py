@@ -35,7 +35,7 @@ from controller.core.model import ClusterSpec
 from node_hook.backends import _prereq
 from node_hook.backends._clusterip_proc import ProcFile
 from node_hook.backends._common import check_bucket, check_buckets
-from node_hook.backends._deadman_ipt import RecentDeadman
+from node_hook.backends._deadman_ipt import RecentDeadman, RecentDeadmanMixin
 from node_hook.backends._iptrules import (
     add_service_matches,
     chain_comments,
@@ -56,7 +56,7 @@ PROC_DIR = Path("/proc/net/ipt_CLUSTERIP")
 MAX_NODES = 16
 
 
-class ClusterIPBackend(BucketBackend):
+class ClusterIPBackend(RecentDeadmanMixin, BucketBackend):
     """Owns buckets through /proc/net/ipt_CLUSTERIP/<vip>."""
 
     name = "clusterip"
@@ -245,26 +245,6 @@ class ClusterIPBackend(BucketBackend):
 
     def revoke(self, bucket: int) -> None:
         self.proc.change("-", check_bucket(bucket, self.total))
-
-    # ------------------------------------------------------------------ dead-man switch (_deadman_ipt)
-
-    def _install_deadman(self) -> None:
-        """Before the CLUSTERIP rule, so that an adopted, serving kernel is guarded from now on."""
-        if self.deadman_s is not None:
-            self.deadman.install()
-        elif os.path.exists(self.deadman.proc):  # turned off: a leftover rule would drop everything
-            self.deadman.remove()
-
-    def arm_alive(self) -> None:
-        if self.deadman_s is not None:
-            self.deadman.arm()
-
-    def refresh_alive(self) -> bool:
-        return True if self.deadman_s is None else self.deadman.refresh()
-
-    def disarm_alive(self) -> None:
-        if self.deadman_s is not None:
-            self.deadman.disarm()
 
     def remove(self) -> None:
         if os.path.exists(self.deadman.proc):

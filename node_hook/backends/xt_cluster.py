@@ -32,7 +32,7 @@ from controller.core.model import ClusterSpec
 from node_hook.backends import _mcast, _prereq
 from node_hook.backends._arp import ArpRewrite
 from node_hook.backends._common import check_bucket, check_buckets
-from node_hook.backends._deadman_ipt import RecentDeadman
+from node_hook.backends._deadman_ipt import RecentDeadman, RecentDeadmanMixin
 from node_hook.backends._iptrules import (
     add_service_matches,
     chain_comments,
@@ -90,7 +90,7 @@ def mask_fields(wanted: frozenset[int], total: int) -> tuple[int, int]:
     return mask_of(wanted), 0
 
 
-class XtClusterBackend(BucketBackend):
+class XtClusterBackend(RecentDeadmanMixin, BucketBackend):
     """Owns buckets through the nodemask of one ``-m cluster`` rule."""
 
     name = "xt_cluster"
@@ -289,26 +289,6 @@ class XtClusterBackend(BucketBackend):
     def revoke(self, bucket: int) -> None:
         check_bucket(bucket, self.total)
         self.apply(self.held() - {bucket})
-
-    # ------------------------------------------------------------------ dead-man switch (_deadman_ipt)
-
-    def _install_deadman(self) -> None:
-        """Before the balancing rules, so that an adopted, serving kernel is guarded from now on."""
-        if self.deadman_s is not None:
-            self.deadman.install()
-        elif os.path.exists(self.deadman.proc):  # turned off: a leftover rule would drop everything
-            self.deadman.remove()
-
-    def arm_alive(self) -> None:
-        if self.deadman_s is not None:
-            self.deadman.arm()
-
-    def refresh_alive(self) -> bool:
-        return True if self.deadman_s is None else self.deadman.refresh()
-
-    def disarm_alive(self) -> None:
-        if self.deadman_s is not None:
-            self.deadman.disarm()
 
     def remove(self) -> None:
         if os.path.exists(self.deadman.proc):
