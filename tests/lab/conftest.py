@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 from clusterlab import netns
 
+from tests.lab.backend_driver import Driver
+
 LAB_TAG = "cif"
 
 
@@ -77,3 +79,16 @@ def lab_factory(record_property: Callable[[str, object], None]) -> Iterator[Call
 def lab_topology(request: pytest.FixtureRequest, lab_factory: Callable[..., netns.LabTopology]) -> netns.LabTopology:
     marker = request.node.get_closest_marker("lab_topology")
     return lab_factory(**(marker.kwargs if marker else {}))
+
+
+@pytest.fixture
+def drivers() -> Iterator[dict[str, Driver]]:
+    """Started backend drivers by host name; each is removed from the kernel and stopped at teardown."""
+    running: dict[str, Driver] = {}
+    yield running
+    for driver in running.values():
+        if driver.proc is not None:
+            try:
+                driver.call("remove", check=False, timeout_s=20)
+            finally:
+                driver.stop()

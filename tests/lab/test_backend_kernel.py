@@ -16,7 +16,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -34,19 +34,6 @@ pytestmark = [
 
 PORT = 7000
 BACKENDS = ("xt_cluster", "nftables")
-
-
-@pytest.fixture
-def drivers() -> Iterator[dict[str, Driver]]:
-    """Started drivers by host name; each is removed from the kernel and stopped at teardown."""
-    running: dict[str, Driver] = {}
-    yield running
-    for driver in running.values():
-        if driver.proc is not None:
-            try:
-                driver.call("remove", check=False, timeout_s=20)
-            finally:
-                driver.stop()
 
 
 def kernel_state(topo: LabTopology, backend: str) -> dict[str, str]:

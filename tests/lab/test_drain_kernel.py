@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from clusterlab.netns import LabTopology
@@ -34,18 +34,6 @@ pytestmark = [
 ]
 
 PORT = 7000
-
-
-@pytest.fixture
-def drivers() -> Iterator[dict[str, Driver]]:
-    running: dict[str, Driver] = {}
-    yield running
-    for driver in running.values():
-        if driver.proc is not None:
-            try:
-                driver.call("remove", check=False, timeout_s=20)
-            finally:
-                driver.stop()
 
 
 def setup(lab_factory: Callable[..., LabTopology], drivers: dict[str, Driver]) -> tuple[LabTopology, dict[str, int]]:
