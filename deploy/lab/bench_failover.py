@@ -133,8 +133,7 @@ def run_trial(stack: LabStack, system: str, fault: str, victim: str, window_s: f
             sc.inject(stack, victim)
             if controlled and sc.moves:
                 with contextlib.suppress(LabError):
-                    wait_for(lambda: all(stack.owners().get(stack.bucket_of(s)) not in (None, victim)
-                                         for s in affected), timeout_s=window_s, what="takeover")
+                    stack.wait_taken_over(victim, affected, timeout_s=window_s)
                 time.sleep(1.5)
             elif controlled:
                 time.sleep(sc.hold_sessions * stack.session_timeout_s + 1.0)

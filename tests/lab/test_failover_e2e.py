@@ -138,18 +138,17 @@ def measure_failover(stack: LabStack, victim: str, inject: object, bound_s: floa
         time.sleep(0.3)
         fault_at = time.time()
         inject()  # type: ignore[operator]
-        wait_for(
-            lambda: all(stack.owners().get(stack.bucket_of(s)) not in (None, victim) for s in affected),
-            timeout_s=30,
-            what=f"{victim}'s buckets to move",
-        )
+        stack.wait_taken_over(victim, affected, timeout_s=30)
         time.sleep(1.5)  # let attempts started after the move complete (banners are slow under load)
         transitions = watch.stop()
     results = recovery(transitions, fault_at, bad_hosts=[victim])
     times = [r.recovered_s for r in results if r.recovered_s is not None]
-    assert len(times) == len(results), (
-        f"sources never recovered: {[r.source for r in results if r.recovered_s is None]}"
-    )
+    if len(times) != len(results):
+        now = stack.owners()
+        lost = {r.source: (stack.bucket_of(r.source), now.get(stack.bucket_of(r.source)),
+                           [(round(t - fault_at, 2), st) for t, st in transitions.get(r.source, [])][-6:])
+                for r in results if r.recovered_s is None}
+        raise AssertionError(f"sources never recovered (bucket, owner now, last transitions): {lost}")
     stats = summary(times)
     print(f"failover of {victim}: {len(affected)} sources, takeover p50 {stats['p50']:.3f} s max {stats['max']:.3f} s")
     assert stats["max"] <= bound_s, f"takeover took {stats['max']:.2f} s (bound {bound_s} s)"

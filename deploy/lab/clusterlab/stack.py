@@ -376,6 +376,26 @@ class LabStack:
         raise LabError(f"lab did not converge within {timeout_s} s: {json.dumps(state)[:600]}; "
                        f"logs in {self.workdir}")
 
+    def wait_taken_over(self, victim: str, sources: list[str], timeout_s: float) -> None:
+        """Wait until every bucket of ``sources`` has a new owner (not ``victim``) whose hook holds it.
+
+        The map moving is not enough for a client: the new owner's kernel answers only once its
+        hook applied the grant, which on a loaded machine can be a noticeable while later.
+        """
+        buckets = {self.bucket_of(s) for s in sources}
+
+        def applied() -> bool:
+            state = self.read_state()
+            owners, held = state["owners"], state["held"]
+            return all(owners.get(b) not in (None, victim) and b in held.get(owners[b], []) for b in buckets)
+
+        deadline = time.monotonic() + timeout_s
+        while not applied():
+            if time.monotonic() > deadline:
+                raise LabError(f"{victim}'s buckets {sorted(buckets)} were not taken over and applied within "
+                               f"{timeout_s} s; logs in {self.workdir}")
+            time.sleep(0.05)
+
     # ------------------------------------------------------------------ client side
 
     def client_run(self, module: str, *args: str, timeout_s: float = 120.0) -> Any:
