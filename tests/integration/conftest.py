@@ -5,9 +5,11 @@ Sections: ZooKeeper (below); sshd fixtures go in their own section.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from clusterlab.zookeeper import ZooKeeperCluster
@@ -21,26 +23,37 @@ ZK_START_TIMEOUT_S = 90.0
 ZK_TICK_MS = 200
 
 
-@pytest.fixture(scope="session")
-def zk_server() -> Iterator[ZooKeeperCluster]:
-    """One standalone server (tick 200 ms) shared by the whole session; use zk_client's chroot."""
-    cluster = ZooKeeperCluster(size=1, tick_ms=ZK_TICK_MS)
+@contextlib.contextmanager
+def running_zookeeper(size: int = 1, **options: Any) -> Iterator[ZooKeeperCluster]:
+    """Start a lab ZooKeeper (tick 200 ms unless given) and stop it again, whatever happens."""
+    options.setdefault("tick_ms", ZK_TICK_MS)
+    cluster = ZooKeeperCluster(size=size, **options)
     cluster.start(timeout_s=ZK_START_TIMEOUT_S)
     try:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def zk_server() -> Iterator[ZooKeeperCluster]:
+    """One standalone server (tick 200 ms) shared by the whole session; use zk_client's chroot."""
+    with running_zookeeper() as cluster:
+        yield cluster
 
 
 @pytest.fixture
 def zk_ensemble() -> Iterator[ZooKeeperCluster]:
     """A fresh 3-server ensemble per test, so fault tests (kill, pause) cannot leak into others."""
-    cluster = ZooKeeperCluster(size=3, tick_ms=ZK_TICK_MS)
-    cluster.start(timeout_s=ZK_START_TIMEOUT_S)
-    try:
+    with running_zookeeper(size=3) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
+
+
+@pytest.fixture
+def own_zk() -> Iterator[ZooKeeperCluster]:
+    """A private standalone server, for tests that stop ZooKeeper itself."""
+    with running_zookeeper() as cluster:
+        yield cluster
 
 
 def unique_chroot(test_name: str) -> str:

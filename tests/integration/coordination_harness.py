@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -466,3 +466,17 @@ def bring_up(lab: CoordLab, controllers: int = 1) -> None:
     # A freshly elected leader does not take an absent member as proof of release for 1.5 session
     # timeouts (see controller.core.planner); tests start from the usual state, a settled leader.
     time.sleep(1.5 * lab.session_timeout_s)
+
+
+@contextlib.contextmanager
+def checked_coord_lab(zk: ZooKeeperCluster, chroot: str, session_timeout_s: float) -> Iterator[CoordLab]:
+    """A CoordLab that, when the test is done, fails it on any exclusivity violation the overlap
+    checker saw, or on a checker too slow to have seen one (under 20 rounds a second)."""
+    coord = CoordLab(zk, chroot, session_timeout_s=session_timeout_s)
+    try:
+        yield coord
+    finally:
+        violations = coord.close()
+    assert not violations, "exclusivity violated:\n" + "\n".join(violations)
+    if coord.checker is not None:
+        assert coord.checker.rate_hz >= 20, f"overlap checker too slow: {coord.checker.describe()}"

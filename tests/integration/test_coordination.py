@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from clusterlab.ports import free_tcp_ports
 from clusterlab.zookeeper import ZooKeeperCluster
-from conftest import ZK_START_TIMEOUT_S, ZK_TICK_MS, unique_chroot
-from coordination_harness import CLUSTER, CoordLab, bring_up
+from conftest import unique_chroot
+from coordination_harness import CLUSTER, CoordLab, bring_up, checked_coord_lab
 
 from controller.core import schema
 from controller.core import zk_layout as layout
@@ -42,35 +42,14 @@ def report(what: str, seconds: float) -> None:
 
 @pytest.fixture
 def lab(zk_server: ZooKeeperCluster, request: pytest.FixtureRequest) -> Iterator[CoordLab]:
-    coord = CoordLab(zk_server, unique_chroot(request.node.name), session_timeout_s=SESSION_S)
-    try:
+    with checked_coord_lab(zk_server, unique_chroot(request.node.name), SESSION_S) as coord:
         yield coord
-    finally:
-        violations = coord.close()
-    assert not violations, "exclusivity violated:\n" + "\n".join(violations)
-    if coord.checker is not None:
-        assert coord.checker.rate_hz >= 20, f"overlap checker too slow: {coord.checker.describe()}"
-
-
-@pytest.fixture
-def own_zk() -> Iterator[ZooKeeperCluster]:
-    """A private standalone server for tests that stop ZooKeeper itself."""
-    cluster = ZooKeeperCluster(size=1, tick_ms=ZK_TICK_MS)
-    cluster.start(timeout_s=ZK_START_TIMEOUT_S)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
 def ensemble_lab(zk_ensemble: ZooKeeperCluster, request: pytest.FixtureRequest) -> Iterator[CoordLab]:
-    coord = CoordLab(zk_ensemble, unique_chroot(request.node.name), session_timeout_s=SESSION_S)
-    try:
+    with checked_coord_lab(zk_ensemble, unique_chroot(request.node.name), SESSION_S) as coord:
         yield coord
-    finally:
-        violations = coord.close()
-    assert not violations, "exclusivity violated:\n" + "\n".join(violations)
 
 
 def history_kinds(lab: CoordLab, since: float = 0.0) -> list[tuple[str, int | None]]:

@@ -12,56 +12,29 @@ from collections.abc import Iterator
 
 import pytest
 from clusterlab.zookeeper import ZooKeeperCluster
-from conftest import ZK_START_TIMEOUT_S, ZK_TICK_MS, unique_chroot
-from coordination_harness import CoordLab, bring_up
+from conftest import unique_chroot
+from coordination_harness import CoordLab, bring_up, checked_coord_lab
 from test_coordination import SESSION_S, report
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 
-def _close(coord: CoordLab) -> None:
-    violations = coord.close()
-    assert not violations, "exclusivity violated:\n" + "\n".join(violations)
-    if coord.checker is not None:
-        assert coord.checker.rate_hz >= 20, f"overlap checker too slow: {coord.checker.describe()}"
-
-
 @pytest.fixture
 def lab(zk_server: ZooKeeperCluster, request: pytest.FixtureRequest) -> Iterator[CoordLab]:
-    coord = CoordLab(zk_server, unique_chroot(request.node.name), session_timeout_s=SESSION_S)
-    try:
+    with checked_coord_lab(zk_server, unique_chroot(request.node.name), SESSION_S) as coord:
         yield coord
-    finally:
-        _close(coord)
-
-
-@pytest.fixture
-def own_zk() -> Iterator[ZooKeeperCluster]:
-    """A private standalone server, for tests that stop ZooKeeper itself."""
-    cluster = ZooKeeperCluster(size=1, tick_ms=ZK_TICK_MS)
-    cluster.start(timeout_s=ZK_START_TIMEOUT_S)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
 def outage_lab(own_zk: ZooKeeperCluster, request: pytest.FixtureRequest) -> Iterator[CoordLab]:
-    coord = CoordLab(own_zk, unique_chroot(request.node.name), session_timeout_s=SESSION_S)
-    try:
+    with checked_coord_lab(own_zk, unique_chroot(request.node.name), SESSION_S) as coord:
         yield coord
-    finally:
-        _close(coord)
 
 
 @pytest.fixture
 def ensemble_lab(zk_ensemble: ZooKeeperCluster, request: pytest.FixtureRequest) -> Iterator[CoordLab]:
-    coord = CoordLab(zk_ensemble, unique_chroot(request.node.name), session_timeout_s=SESSION_S)
-    try:
+    with checked_coord_lab(zk_ensemble, unique_chroot(request.node.name), SESSION_S) as coord:
         yield coord
-    finally:
-        _close(coord)
 
 
 def drops_after(lab: CoordLab, since: float) -> dict[str, list[tuple[float, str, int | None]]]:

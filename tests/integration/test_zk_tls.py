@@ -21,7 +21,7 @@ import pytest
 import yaml
 from clusterlab.zk_tls import make_ca
 from clusterlab.zookeeper import ZooKeeperCluster
-from conftest import ZK_START_TIMEOUT_S, ZK_TICK_MS, unique_chroot
+from conftest import running_zookeeper, unique_chroot
 from ctl_fixtures import HOSTS, run, spec_of, write_config
 
 from controller.core.errors import ConfigError, CoordinationError
@@ -41,12 +41,8 @@ CONNECT_TIMEOUT_S = 3.0
 
 @pytest.fixture(scope="module")
 def tls_zk() -> Iterator[ZooKeeperCluster]:
-    cluster = ZooKeeperCluster(size=1, tick_ms=ZK_TICK_MS, tls=True)
-    cluster.start(timeout_s=ZK_START_TIMEOUT_S)
-    try:
+    with running_zookeeper(tls=True) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
