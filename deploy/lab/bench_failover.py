@@ -239,9 +239,19 @@ def drain_row(trials: int, log: Callable[[str], None] = print, into: list[Row] |
                          what="takeover")
                 stack.wait_converged(30)
                 streams = TcpStreams(stack.topo, port, srcs[:sessions], stall_s=2.0).start()
+                # From the reboot on, every host is live: no source may get two answers, no bucket
+                # may sit in two kernels' owned sets (a draining bucket is not owned).
+                dup = {"sweeps": 0, "duplicates": 0}
+                stop = threading.Event()
+                sweeper = threading.Thread(target=sweep_duplicates,
+                                           args=(stack, list(stack.topo.client_sources), stop, dup))
+                checker = KernelOwnershipChecker({h: stack.topo.host(h).namespace for h in stack.host_names},
+                                                 TABLE, stack.buckets, interval_s=0.05)
                 try:
                     reboot(stack, home)
                     restored = time.time()
+                    checker.start()
+                    sweeper.start()
                     wait_for(lambda h=home, bs=buckets: all(stack.owners()[b] == h for b in bs), 60, what="failback")
                     stack.wait_converged(30)
                     failback_s = time.time() - restored
@@ -250,14 +260,19 @@ def drain_row(trials: int, log: Callable[[str], None] = print, into: list[Row] |
                     time.sleep(1.0)
                 finally:
                     report = streams.stop()
+                    stop.set()
+                    if sweeper.is_alive():
+                        sweeper.join(timeout=10)
+                    kernel = checker.stop()
                 broken = sum(1 for r in report.values() if r.broken)
-                trial = Trial(system, DRAIN_FAILBACK, home, failback_s, [failback_s], sessions_broken=broken,
-                              load1=os.getloadavg()[0],
+                trial = Trial(system, DRAIN_FAILBACK, home, failback_s, [failback_s], dup["duplicates"],
+                              dup["sweeps"], kernel.double_owner_samples, kernel.rounds,
+                              sessions_broken=broken, load1=os.getloadavg()[0],
                               error=f"{misrouted} new sessions not on the home host" if misrouted else None)
             except LabError as exc:
                 trial = failed_trial(system, DRAIN_FAILBACK, home, exc)
             row.trials.append(trial)
-            log(describe(trial, i) + f", sessions broken {trial.sessions_broken}")
+            log(describe(trial, i))
             settle(stack, log)
     return row
 
