@@ -26,8 +26,8 @@ FAILBACK_POLICIES: tuple[FailbackPolicy, ...] = ("immediate", "delayed", "manual
 
 #: Backends whose kernel rules can keep a bucket's established connections on one host while another
 #: takes its new ones (docs/drain.md). CLUSTERIP has no conntrack-state rule of its own: plain moves.
-#: xt_cluster could (a second cluster match with --ctstate) but is not implemented yet.
-DRAIN_BACKENDS: tuple[Backend, ...] = ("nftables",)
+#: xt_cluster does it with two more cluster matches combined with --ctstate (node_hook/backends/xt_cluster.py).
+DRAIN_BACKENDS: tuple[Backend, ...] = ("nftables", "xt_cluster")
 
 #: Largest bucket count each backend can express (CLUSTERIP's bitmap, xt_cluster's 32-bit nodemask).
 #: nftables has no hard limit; we cap it to keep maps readable and znodes small.
