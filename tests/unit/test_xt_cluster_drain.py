@@ -152,3 +152,25 @@ def test_a_chain_of_the_older_layout_is_adopted_by_comment_but_not_applied_to() 
 
 def test_comment_text_stops_at_the_nul() -> None:
     assert comment_text(b"cif:abc:drain\0\0garbage") == "cif:abc:drain"
+
+
+def test_conntrack_pickup_off_is_said_once_and_never_written(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """xt_cluster needs nf_conntrack_tcp_loose=1 only for the crash-takeover reset: it reads it, says
+    once when it is 0, and never writes it (an nftables cluster in the namespace needs 0)."""
+    from node_hook import conntrack
+
+    value = {"loose": 0}
+    monkeypatch.setattr(conntrack, "tcp_loose", lambda: value["loose"])
+    monkeypatch.setattr(conntrack, "ensure_tcp_loose_off", lambda: pytest.fail("must not write the switch"))
+    b = backend()
+    with caplog.at_level("WARNING", logger="clusterip.hook"):
+        b._check_pickup()
+        b._check_pickup()
+        assert len(caplog.records) == 1 and "cannot reset" in caplog.records[0].getMessage()
+        value["loose"] = 1
+        b._check_pickup()
+        value["loose"] = 0
+        b._check_pickup()  # set back to 0 later: said again
+    assert len(caplog.records) == 2
