@@ -121,12 +121,24 @@ class FailbackSettings:
     old owner keeps the connections it tracks for at most ``max_drain_s`` while the new owner takes
     every new one (docs/drain.md). ``max_drain_s: 0`` turns that off (plain moves cut sessions).
     ``drain_poll_s``: how often a draining hook recounts the connections it still tracks.
+    A configuration file that sets no ``policy`` gets :func:`default_failback_policy` of its backend;
+    this dataclass default is the policy of backends that cannot drain.
     """
 
     policy: FailbackPolicy = "delayed"
     hold_down_s: float = 30.0
     max_drain_s: float = 600.0
     drain_poll_s: float = 0.5
+
+
+def default_failback_policy(backend: Backend) -> FailbackPolicy:
+    """``drain`` where the backend can drain, else ``delayed``.
+
+    ``drain`` hands new connections back to the home host at once while the sessions opened on the
+    survivor finish there; measured to break none (docs/drain.md). Without draining an at-once
+    failback would cut those sessions, so the hold-down of ``delayed`` stays the default there.
+    """
+    return "drain" if backend in DRAIN_BACKENDS else "delayed"
 
 
 @dataclass(frozen=True)
