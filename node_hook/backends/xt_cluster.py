@@ -432,12 +432,16 @@ class XtClusterBackend(RecentDeadmanMixin, BucketBackend):
         return after[BALANCE], after[DRAIN]
 
     def grant(self, bucket: int) -> None:
+        """Own ``bucket`` too; a drain of another bucket in progress stays as it is."""
         check_bucket(bucket, self.total)
-        self.apply(self.held() | {bucket})
+        have = self.roles()
+        self.apply_drain(have[BALANCE] | {bucket}, have[DRAIN], have[QUIET])
 
     def revoke(self, bucket: int) -> None:
+        """Stop owning ``bucket`` (no drain); the other buckets keep their roles."""
         check_bucket(bucket, self.total)
-        self.apply(self.held() - {bucket})
+        have = self.roles()
+        self.apply_drain(have[BALANCE] - {bucket}, have[DRAIN], have[QUIET])
 
     def remove(self) -> None:
         if os.path.exists(self.deadman.proc):

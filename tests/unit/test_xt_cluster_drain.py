@@ -174,3 +174,18 @@ def test_conntrack_pickup_off_is_said_once_and_never_written(
         value["loose"] = 0
         b._check_pickup()  # set back to 0 later: said again
     assert len(caplog.records) == 2
+
+
+def test_grant_and_revoke_leave_the_other_roles_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    b = backend()
+    calls: list[tuple[Any, Any, Any]] = []
+    monkeypatch.setattr(b, "roles", lambda: {QUIET: frozenset({1}), BALANCE: frozenset({1}), DRAIN: frozenset({3})})
+
+    def apply_drain(wanted: Any, draining: Any = (), quiet: Any = ()) -> tuple[frozenset[int], frozenset[int]]:
+        calls.append((wanted, draining, quiet))
+        return frozenset(wanted), frozenset(draining)
+
+    monkeypatch.setattr(b, "apply_drain", apply_drain)
+    b.grant(2)
+    b.revoke(1)
+    assert calls == [({1, 2}, {3}, {1}), (frozenset(), {3}, {1})]
