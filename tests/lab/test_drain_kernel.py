@@ -12,6 +12,8 @@ itself so that what is proven is the kernel mechanism, for each backend that can
   are cut (reset by h2 at once, not left hanging).
 * Crash takeover: h1 loses bucket 1 without draining; h2 takes it (not quiet): a stream of h1 gets a
   TCP reset from h2 within a second instead of hanging.
+* xt_cluster with nf_conntrack_tcp_loose=0: drains still keep their sessions, stale clients of a
+  crash takeover are dropped instead of reset (the cost the hook's warning names).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from clusterlab.netns import LabTopology
+from clusterlab.netns import LabTopology, nsexec
 from clusterlab.traffic import Responders, TcpStreams, tcp_probe, udp_probe
 
 from controller.core.model import DRAIN_BACKENDS
@@ -139,3 +141,41 @@ def test_ending_a_drain_cuts_the_rest_and_a_crash_takeover_resets_at_once(
         assert all(r.broken and "reset" in (r.error or "").lower() for r in report.values()), report
         print(f"crash takeover: {len(report)} stale clients reset by h2 within "
               f"{time.monotonic() - took:.2f} s (sampled after 1 s)")
+
+
+def test_xt_cluster_without_conntrack_pickup_keeps_drains_but_resets_no_stale_client(
+    lab_factory: Callable[..., LabTopology], drivers: dict[str, Driver]
+) -> None:
+    """nf_conntrack_tcp_loose=0 under xt_cluster (an administrator's, or an nftables cluster's in the
+    same namespace): a mid-stream packet the host does not track has no conntrack entry, which the
+    cluster match cannot hash, so it falls through to the DROP. Drains keep every session; the stale
+    clients of a crash takeover are dropped, not reset (what the hook's warning says)."""
+    topo, bucket_of = setup(lab_factory, drivers, "xt_cluster")
+    for host in topo.hosts:
+        nsexec(host.namespace, ["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0"])
+    b1 = [s for s in topo.client_sources if bucket_of[s] == 1]
+    h1, h2 = drivers["h1"], drivers["h2"]
+    with Responders(topo, PORT):
+        kept = TcpStreams(topo, PORT, b1[:4]).start()
+        try:
+            assert set(kept.hosts.values()) == {"h1"}
+            h1.call("apply_drain", wanted=[], draining=[1])
+            h2.call("apply_drain", wanted=[1, 2], quiet=[1])
+            time.sleep(1.0)
+            fresh = tcp_probe(topo, PORT, sources=b1[8:], timeout_s=2.0)
+            assert set(fresh.values()) == {"h2"}, f"new connections of bucket 1 must go to h2: {fresh}"
+        finally:
+            report = kept.stop()
+        assert not any(r.broken for r in report.values()), f"a drained session broke: {report}"
+        assert all(r.received > 50 for r in report.values()), report
+
+        h2.call("apply_drain", wanted=[2])
+        h1.call("apply_drain", wanted=[1])
+        stale = TcpStreams(topo, PORT, b1[4:7], stall_s=1.0).start()
+        assert set(stale.hosts.values()) == {"h1"}
+        h1.call("apply_drain", wanted=[])
+        h2.call("apply_drain", wanted=[1, 2])
+        time.sleep(2.0)
+        report = stale.stop()
+        assert all(r.broken and "no echo" in (r.error or "") for r in report.values()), report
+        print(f"loose=0: {len(kept.hosts)} drained sessions kept; {len(report)} stale clients dropped, not reset")
