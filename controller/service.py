@@ -117,6 +117,10 @@ class ControllerService:
                 log.warning("cluster %s: the %s backend cannot drain (no connection-state rule): failback policy "
                             "drain moves buckets plainly and cuts their sessions; use nftables or xt_cluster",
                             spec.name, spec.backend)
+            elif spec.backend not in DRAIN_BACKENDS:
+                log.info("cluster %s: failback policy %s; drain, the default where a backend can drain, is not "
+                         "possible on %s (no connection-state rule): a failback cuts the sessions opened on the "
+                         "survivor", spec.name, spec.failback.policy, spec.backend)
         self._thread = threading.Thread(target=self._run, name="controller", daemon=True)
         self._thread.start()
         log.info("controller %s started for clusters %s", self.controller_id, ", ".join(self.loops))

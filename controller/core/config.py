@@ -48,6 +48,7 @@ from controller.core.model import (
     IPAddress,
     ProbeSettings,
     ZooKeeperSettings,
+    default_failback_policy,
 )
 from controller.core.profiles import DEFAULT_PROFILE, PROFILES, Profile
 
@@ -302,7 +303,8 @@ def _read_cluster(node: object, path: str, probs: Problems, top_profile: Profile
     hosts = _hosts(data["hosts"], at("hosts"), buckets, probs) if "hosts" in data else None
     profile = _profile(data["profile"], at("profile"), probs, top_profile) if "profile" in data else top_profile
     probe = _probe(data.get("probe"), at("probe"), probs, profile.probe)
-    failback = section(FailbackSettings(), data.get("failback"), at("failback"), probs)
+    failback_default = FailbackSettings(policy=default_failback_policy(backend)) if backend else FailbackSettings()
+    failback = section(failback_default, data.get("failback"), at("failback"), probs)
     if failback.hold_down_s < 0:
         probs.add(at("failback.hold_down_s"), "must not be negative", "use 0 or more seconds")
     if not 0.05 <= failback.drain_poll_s <= 60:

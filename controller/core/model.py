@@ -26,8 +26,8 @@ FAILBACK_POLICIES: tuple[FailbackPolicy, ...] = ("immediate", "delayed", "manual
 
 #: Backends whose kernel rules can keep a bucket's established connections on one host while another
 #: takes its new ones (docs/drain.md). CLUSTERIP has no conntrack-state rule of its own: plain moves.
-#: xt_cluster could (a second cluster match with --ctstate) but is not implemented yet.
-DRAIN_BACKENDS: tuple[Backend, ...] = ("nftables",)
+#: xt_cluster does it with two more cluster matches combined with --ctstate (node_hook/backends/xt_cluster.py).
+DRAIN_BACKENDS: tuple[Backend, ...] = ("nftables", "xt_cluster")
 
 #: Largest bucket count each backend can express (CLUSTERIP's bitmap, xt_cluster's 32-bit nodemask).
 #: nftables has no hard limit; we cap it to keep maps readable and znodes small.
@@ -121,12 +121,24 @@ class FailbackSettings:
     old owner keeps the connections it tracks for at most ``max_drain_s`` while the new owner takes
     every new one (docs/drain.md). ``max_drain_s: 0`` turns that off (plain moves cut sessions).
     ``drain_poll_s``: how often a draining hook recounts the connections it still tracks.
+    A configuration file that sets no ``policy`` gets :func:`default_failback_policy` of its backend;
+    this dataclass default is the policy of backends that cannot drain.
     """
 
     policy: FailbackPolicy = "delayed"
     hold_down_s: float = 30.0
     max_drain_s: float = 600.0
     drain_poll_s: float = 0.5
+
+
+def default_failback_policy(backend: Backend) -> FailbackPolicy:
+    """``drain`` where the backend can drain, else ``delayed``.
+
+    ``drain`` hands new connections back to the home host at once while the sessions opened on the
+    survivor finish there; measured to break none (docs/drain.md). Without draining an at-once
+    failback would cut those sessions, so the hold-down of ``delayed`` stays the default there.
+    """
+    return "drain" if backend in DRAIN_BACKENDS else "delayed"
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,12 @@ TABLE = "cif_lab"  # node_hook.backends._naming.nft_table_name("lab")
 Action = Callable[[LabStack, str], None]
 
 
+def installed(stack: LabStack, host: str) -> bool:
+    """Has the hook of ``host`` installed the cluster's nftables table (after a reboot())?"""
+    ns = stack.topo.host(host).namespace
+    return netns.nsexec(ns, ["nft", "list", "table", "ip", TABLE], check=False).returncode == 0
+
+
 def reboot(stack: LabStack, host: str) -> None:
     """Heal a crash as a reboot does: the kernel comes back empty (no rules, no conntrack entries),
     then links, sshd and the hook."""
@@ -239,9 +245,23 @@ def drain_row(trials: int, log: Callable[[str], None] = print, into: list[Row] |
                          what="takeover")
                 stack.wait_converged(30)
                 streams = TcpStreams(stack.topo, port, srcs[:sessions], stall_s=2.0).start()
+                # From the reboot on no bucket may sit in two kernels' owned sets (a draining bucket is
+                # not owned), and no source may get two answers.
+                dup = {"sweeps": 0, "duplicates": 0}
+                stop = threading.Event()
+                sweeper = threading.Thread(target=sweep_duplicates,
+                                           args=(stack, list(stack.topo.client_sources), stop, dup))
+                checker = KernelOwnershipChecker({h: stack.topo.host(h).namespace for h in stack.host_names},
+                                                 TABLE, stack.buckets, interval_s=0.05)
                 try:
                     reboot(stack, home)
                     restored = time.time()
+                    checker.start()
+                    # The sweep starts once the home host's hook has installed its rules: before that
+                    # its kernel has no rule, and a lab veth, unlike a NIC that has not joined the
+                    # cluster MAC, hands it every UDP datagram to answer.
+                    wait_for(lambda h=home: installed(stack, h), 60, what="rules installed")
+                    sweeper.start()
                     wait_for(lambda h=home, bs=buckets: all(stack.owners()[b] == h for b in bs), 60, what="failback")
                     stack.wait_converged(30)
                     failback_s = time.time() - restored
@@ -250,14 +270,19 @@ def drain_row(trials: int, log: Callable[[str], None] = print, into: list[Row] |
                     time.sleep(1.0)
                 finally:
                     report = streams.stop()
+                    stop.set()
+                    if sweeper.is_alive():
+                        sweeper.join(timeout=10)
+                    kernel = checker.stop()
                 broken = sum(1 for r in report.values() if r.broken)
-                trial = Trial(system, DRAIN_FAILBACK, home, failback_s, [failback_s], sessions_broken=broken,
-                              load1=os.getloadavg()[0],
+                trial = Trial(system, DRAIN_FAILBACK, home, failback_s, [failback_s], dup["duplicates"],
+                              dup["sweeps"], kernel.double_owner_samples, kernel.rounds,
+                              sessions_broken=broken, load1=os.getloadavg()[0],
                               error=f"{misrouted} new sessions not on the home host" if misrouted else None)
             except LabError as exc:
                 trial = failed_trial(system, DRAIN_FAILBACK, home, exc)
             row.trials.append(trial)
-            log(describe(trial, i) + f", sessions broken {trial.sessions_broken}")
+            log(describe(trial, i))
             settle(stack, log)
     return row
 

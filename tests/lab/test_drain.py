@@ -1,8 +1,9 @@
 """Failback and moves that break no session, end to end on the real kernel (issue 9).
 
-The whole product (tests/lab: namespaces, ZooKeeper, sshd, hooks with the nftables backend, a
-controller). Long-lived TCP streams (a byte every 5 ms, echoed by the host that accepts it) stand
-for interactive sessions; a UDP probe from every source shows that no source gets two answers.
+The whole product (tests/lab: namespaces, ZooKeeper, sshd, hooks with each backend that can drain,
+nftables and xt_cluster, a controller). Long-lived TCP streams (a byte every 5 ms, echoed by the host
+that accepts it) stand for interactive sessions; a UDP probe from every source shows that no source
+gets two answers.
 
 1. Failback with drain: streams on the home host are reset at once when it crashes (the survivor
    answers their mid-stream packets with a reset: they reconnect instead of hanging); streams opened
@@ -27,15 +28,17 @@ from clusterlab.netns import nsexec
 from clusterlab.stack import LabStack, StackOptions
 from clusterlab.traffic import TcpStreams, tcp_probe, udp_probe
 
+from controller.core.model import DRAIN_BACKENDS
+
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(600)]
 
 PORT = 7000
 
 
-def lab(max_drain_s: float) -> Iterator[LabStack]:
+def lab(max_drain_s: float, backend: str) -> Iterator[LabStack]:
     if os.geteuid() != 0:
         pytest.skip("the namespace lab needs root (CAP_NET_ADMIN)")
-    stack = LabStack(StackOptions(hosts=3, controllers=1, client_sources=48, failback="drain",
+    stack = LabStack(StackOptions(hosts=3, controllers=1, client_sources=48, failback="drain", backend=backend,
                                   failback_extra={"max_drain_s": max_drain_s, "drain_poll_s": 0.2}))
     stack.up(timeout_s=90)
     try:
@@ -44,14 +47,14 @@ def lab(max_drain_s: float) -> Iterator[LabStack]:
         stack.down()
 
 
-@pytest.fixture
-def stack() -> Iterator[LabStack]:
-    yield from lab(max_drain_s=120)
+@pytest.fixture(params=DRAIN_BACKENDS)
+def stack(request: pytest.FixtureRequest) -> Iterator[LabStack]:
+    yield from lab(max_drain_s=120, backend=request.param)
 
 
-@pytest.fixture
-def short_stack() -> Iterator[LabStack]:
-    yield from lab(max_drain_s=3)
+@pytest.fixture(params=DRAIN_BACKENDS)
+def short_stack(request: pytest.FixtureRequest) -> Iterator[LabStack]:
+    yield from lab(max_drain_s=3, backend=request.param)
 
 
 def bucket_map(stack: LabStack) -> Any:
@@ -79,6 +82,9 @@ def reboot_kernel(stack: LabStack, host: str) -> None:
     """
     namespace = stack.topo.host(host).namespace
     nsexec(namespace, ["nft", "flush", "ruleset"])
+    for table in ("mangle", "raw"):  # xt_cluster's chain and its dead-man rule
+        nsexec(namespace, ["iptables-legacy", "-t", table, "-F"], check=False)
+        nsexec(namespace, ["iptables-legacy", "-t", table, "-X"], check=False)
     nsexec(namespace, ["conntrack", "-F"], check=False)
 
 

@@ -464,6 +464,23 @@ def test_drain_settings_are_read_and_checked() -> None:
     assert any("max_drain_s" in p for p in problems_of(d)), "a misspelt key names the right one"
 
 
+@pytest.mark.parametrize(("backend", "hash_settings", "policy"), [
+    ("nftables", {"seed": 1}, "drain"), ("xt_cluster", {"seed": 1}, "drain"),
+    ("clusterip", {"mode": "sourceip", "hash_init": 0}, "delayed"),
+])
+def test_failback_defaults_to_drain_where_the_backend_can_drain(
+    backend: str, hash_settings: dict[str, Any], policy: str
+) -> None:
+    d = doc()
+    cluster(d).update(backend=backend, hash=hash_settings)
+    assert parse_config(yaml.safe_dump(d, sort_keys=False), "test.yaml").clusters[0].failback.policy == policy
+    cluster(d)["failback"] = {"hold_down_s": 10}  # other failback keys keep the backend's default policy
+    failback = parse_config(yaml.safe_dump(d, sort_keys=False), "test.yaml").clusters[0].failback
+    assert (failback.policy, failback.hold_down_s) == (policy, 10)
+    cluster(d)["failback"] = {"policy": "delayed"}  # a policy that is set is kept
+    assert parse_config(yaml.safe_dump(d, sort_keys=False), "test.yaml").clusters[0].failback.policy == "delayed"
+
+
 def test_ports_need_tcp_or_udp_and_a_valid_range() -> None:
     d = doc()
     cluster(d).update(protocol="all")
