@@ -214,15 +214,14 @@ def ours_rows(profile: str, faults: list[str], trials: int, backend: str = "nfta
     (into if into is not None else []).extend(rows)
     stack = LabStack(StackOptions(backend=backend, client_sources=64, failback="immediate", profile=profile,
                                   **nice_options(nice)))
-    started = time.monotonic()
     try:
         stack.up(timeout_s=90)
         victims = stack.host_names[1:]
-        fences_before = self_fences(stack)
         # the first host is never a victim: every DOWN verdict on it is a false one
         spared = f"host {stack.host_names[0]} is down"
-        false_before = _count_in_logs(stack, "controller-*.log", spared)
         for row in rows:
+            fences0, row_started = self_fences(stack), time.monotonic()
+            false0 = _count_in_logs(stack, "controller-*.log", spared)
             for i in range(trials):
                 victim = victims[i % len(victims)]
                 try:
@@ -232,11 +231,10 @@ def ours_rows(profile: str, faults: list[str], trials: int, backend: str = "nfta
                 row.trials.append(trial)
                 log(describe(trial, i))
                 settle(stack, log)
-            fences = self_fences(stack)
-            row.notes["self_fences"], fences_before = fences - fences_before, fences
-            false_down = _count_in_logs(stack, "controller-*.log", spared)
-            row.notes["false_down_verdicts"], false_before = false_down - false_before, false_down
-            row.notes["seconds"] = round(time.monotonic() - started)
+                # after every trial, so a chunk ended by its time limit still has them
+                row.notes["self_fences"] = self_fences(stack) - fences0
+                row.notes["false_down_verdicts"] = _count_in_logs(stack, "controller-*.log", spared) - false0
+                row.notes["seconds"] = round(time.monotonic() - row_started)
     finally:
         stack.down()
     return rows
