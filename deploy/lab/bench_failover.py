@@ -236,6 +236,7 @@ def ours_rows(profile: str, faults: list[str], trials: int, backend: str = "nfta
                 row.notes["false_down_verdicts"] = _count_in_logs(stack, "controller-*.log", spared) - false0
                 row.notes["seconds"] = round(time.monotonic() - row_started)
     finally:
+        keep_logs(stack, f"{system}-{','.join(faults)}")
         stack.down()
     return rows
 
@@ -282,6 +283,19 @@ def drain_row(trials: int, log: Callable[[str], None] = print, into: list[Row] |
             log(describe(trial, i) + f", sessions broken {trial.sessions_broken}")
             settle(stack, log)
     return row
+
+
+#: where to copy the lab's logs (hooks, controllers) before a stack goes down; None: not kept
+KEEP_LOGS: Path | None = None
+
+
+def keep_logs(stack: LabStack, label: str) -> None:
+    """Copy the lab's logs to KEEP_LOGS/<label>/ (the lab's own directory is removed with it)."""
+    if KEEP_LOGS is None or stack.workdir is None:
+        return
+    dest = KEEP_LOGS / label.replace(" ", "_").replace("/", "_")
+    with contextlib.suppress(OSError):
+        shutil.copytree(stack.dir / "logs", dest, dirs_exist_ok=True)
 
 
 def _count_in_logs(stack: LabStack, pattern: str, needle: str) -> int:
@@ -409,6 +423,7 @@ def calm_row(profile: str, seconds: float, logins: int, stress: bool = True, bac
     finally:
         for p in procs:
             _end_group(p)
+        keep_logs(stack, f"{system}-{CALM}")
         stack.down()
     return row
 
@@ -523,6 +538,8 @@ def main() -> int:
     parser.add_argument("--calm-seconds", type=float, default=300.0, help=f"{CALM!r}: how long (default 300)")
     parser.add_argument("--calm-logins", type=int, default=100, help=f"{CALM!r}: concurrent login loops (100)")
     parser.add_argument("--no-stress", action="store_true", help=f"{CALM!r}: without stress-ng")
+    parser.add_argument("--logs", type=Path, default=None, metavar="DIR",
+                        help="our rows: copy the lab's hook and controller logs here before it goes down")
     parser.add_argument("--backend", default="nftables", choices=["nftables", "xt_cluster"])
     parser.add_argument("--baseline-trials", type=int, default=2)
     parser.add_argument("--baseline-window", type=float, default=10.0)
@@ -531,6 +548,8 @@ def main() -> int:
     parser.add_argument("--from-json", type=Path, nargs="+", default=None, metavar="FILE",
                         help="run nothing: merge these chunks into the table and chart")
     args = parser.parse_args()
+    global KEEP_LOGS
+    KEEP_LOGS = args.logs
     if args.trials < 1 or args.baseline_trials < 1 or args.baseline_window <= 0:
         parser.error("--trials and --baseline-trials must be >= 1 and --baseline-window > 0")
     if args.from_json:
