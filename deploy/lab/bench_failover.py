@@ -343,10 +343,11 @@ def calm_row(profile: str, seconds: float, logins: int, stress: bool = True, bac
     """No fault at all for ``seconds`` while stress-ng saturates every core and ``logins`` concurrent
     SSH logins run through the VIP (issue 11: false failovers in 5 min, target 0).
 
-    Counted: host failovers seen in the map (a poll where a host lost a bucket it held to another
-    host or to nobody), bucket moves, DOWN verdicts in the controllers' logs, self-fences in the hooks'
-    logs (each releases a host's buckets without a map change), long-lived SSH sessions of 6 sources
-    broken, and two-owner kernel samples (clusterlab.ownership), with the load average every 5 s."""
+    Counted: host failovers seen in the map (a poll where a host lost one of its home buckets to
+    another host or to nobody), bucket moves (every owner change, failbacks included), DOWN verdicts
+    in the controllers' logs, self-fences in the hooks' logs (each releases a host's buckets without
+    a map change), long-lived SSH sessions of 6 sources broken, and two-owner kernel samples
+    (clusterlab.ownership), with the load average every 5 s."""
     system = system_name(profile, nice)
     row = Row(system, CALM)
     (into if into is not None else []).append(row)
@@ -374,6 +375,7 @@ def calm_row(profile: str, seconds: float, logins: int, stress: bool = True, bac
         log(f"{time.strftime('%H:%M:%S')} {system} | {CALM}: {seconds:.0f} s, stress-ng "
             f"{'on every core' if stress else 'off'}, {logins} login loops [load {os.getloadavg()[0]:.1f}]")
         started = time.monotonic()
+        home = {h: set(stack.home_buckets(h)) for h in stack.host_names}
         prev = stack.owners()
         failovers, moves, read_errors = 0, 0, 0
         events: list[str] = []
@@ -388,7 +390,8 @@ def calm_row(profile: str, seconds: float, logins: int, stress: bool = True, bac
                 continue
             moved = {b: (prev.get(b), o) for b, o in now.items() if prev.get(b) != o}
             moves += len(moved)
-            for host in {old for old, _ in moved.values() if old}:
+            # a failover = a host losing one of its home buckets (a bucket going back home after one is not)
+            for host in {old for b, (old, _) in moved.items() if old and b in home.get(old, ())}:
                 failovers += 1
                 lost = sorted(b for b, (old, _) in moved.items() if old == host)
                 events.append(f"{time.monotonic() - started:.1f} s: {host} lost {lost} "
