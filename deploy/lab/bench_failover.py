@@ -368,15 +368,17 @@ def calm_row(profile: str, seconds: float, logins: int, stress: bool = True, bac
         checker = KernelOwnershipChecker({h: stack.topo.host(h).namespace for h in stack.host_names}, TABLE,
                                          stack.buckets, interval_s=0.05)
         checker.start()
+        # the map is watched from before the load starts (launching 100 login loops alone takes ~20 s
+        # on a loaded machine, and the first failovers come during that)
+        home = {h: set(stack.home_buckets(h)) for h in stack.host_names}
+        prev = stack.owners()
+        started = time.monotonic()
         if stress:
             procs.append(subprocess.Popen(["stress-ng", "--cpu", str(os.cpu_count() or 2), "--timeout",
                                            f"{int(seconds)}s", "--quiet"], start_new_session=True))
         procs += _login_loops(stack, logins, seconds)
         log(f"{time.strftime('%H:%M:%S')} {system} | {CALM}: {seconds:.0f} s, stress-ng "
             f"{'on every core' if stress else 'off'}, {logins} login loops [load {os.getloadavg()[0]:.1f}]")
-        started = time.monotonic()
-        home = {h: set(stack.home_buckets(h)) for h in stack.host_names}
-        prev = stack.owners()
         failovers, moves, read_errors = 0, 0, 0
         events: list[str] = []
         loads: list[float] = [os.getloadavg()[0]]
