@@ -27,7 +27,9 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -42,6 +44,7 @@ from clusterlab.benchtable import Row, Trial
 from clusterlab.errors import LabError
 from clusterlab.measure import BannerWatch, recovery, wait_for
 from clusterlab.ownership import KernelOwnershipChecker
+from clusterlab.sshd import LOGIN_USER
 from clusterlab.stack import LabStack, StackOptions
 from clusterlab.traffic import TcpStreams, tcp_probe, udp_probe
 
@@ -93,6 +96,8 @@ DRAIN_FAILBACK = "failback with drain"
 SYSTEMS = {"default": "ours default", "fast": "ours fast", "keepalived-1": "keepalived advert_int 1",
            "keepalived-0.1": benchtable.TUNED, "static": "static (no controller)"}
 DEFAULT_FAULTS = "sshd hung,host crash,agent killed"
+#: Not a fault either: no fault at all while the machine is saturated (calm_row). Counts false failovers.
+CALM = benchtable.CALM
 
 
 def sweep_duplicates(stack: LabStack, sources: list[str], stop: threading.Event, out: dict[str, int]) -> None:
@@ -193,20 +198,36 @@ def failed_trial(system: str, fault: str, victim: str, exc: Exception) -> Trial:
     return Trial(system, fault, victim, None, load1=os.getloadavg()[0], error=f"{type(exc).__name__}: {exc}"[:300])
 
 
+def system_name(profile: str, nice: dict[str, int] | None = None) -> str:
+    """``ours fast``, or ``ours fast (nice ZK -10, hooks -10, sshd -5)`` when run with priorities."""
+    label = StackOptions(**nice_options(nice)).priorities()
+    return SYSTEMS[profile] + (f" ({label})" if label else "")
+
+
+def nice_options(nice: dict[str, int] | None) -> dict[str, int]:
+    """``{"zk": -10, "sshd": -5}`` -> StackOptions keywords (``zk_nice``, ``sshd_nice``)."""
+    return {f"{k[:-1] if k.endswith('s') else k}_nice": v for k, v in (nice or {}).items()}
+
+
 def ours_rows(profile: str, faults: list[str], trials: int, backend: str = "nftables",
-              log: Callable[[str], None] = print, window_s: float = 20.0, into: list[Row] | None = None) -> list[Row]:
+              log: Callable[[str], None] = print, window_s: float = 20.0, into: list[Row] | None = None,
+              nice: dict[str, int] | None = None) -> list[Row]:
     """N trials per fault in one lab stack of ``profile``; a trial whose machinery fails is recorded.
-    Rows go into ``into`` as soon as they exist, so an aborted chunk still saves what it measured."""
-    system = SYSTEMS[profile]
+    Rows go into ``into`` as soon as they exist, so an aborted chunk still saves what it measured.
+    ``nice``: CPU priorities by part (``zk``, ``hooks``, ``controllers``, ``sshd``), named in the rows."""
+    system = system_name(profile, nice)
     rows = [Row(system, f) for f in faults]
     (into if into is not None else []).extend(rows)
-    stack = LabStack(StackOptions(backend=backend, client_sources=64, failback="immediate", profile=profile))
-    started = time.monotonic()
+    stack = LabStack(StackOptions(backend=backend, client_sources=64, failback="immediate", profile=profile,
+                                  **nice_options(nice)))
     try:
         stack.up(timeout_s=90)
         victims = stack.host_names[1:]
-        fences_before = self_fences(stack)
+        # the first host is never a victim: every DOWN verdict on it is a false one
+        spared = f"host {stack.host_names[0]} is down"
         for row in rows:
+            fences0, row_started = self_fences(stack), time.monotonic()
+            false0 = _count_in_logs(stack, "controller-*.log", spared)
             for i in range(trials):
                 victim = victims[i % len(victims)]
                 try:
@@ -216,10 +237,12 @@ def ours_rows(profile: str, faults: list[str], trials: int, backend: str = "nfta
                 row.trials.append(trial)
                 log(describe(trial, i))
                 settle(stack, log)
-            fences = self_fences(stack)
-            row.notes["self_fences"], fences_before = fences - fences_before, fences
-            row.notes["seconds"] = round(time.monotonic() - started)
+                # after every trial, so a chunk ended by its time limit still has them
+                row.notes["self_fences"] = self_fences(stack) - fences0
+                row.notes["false_down_verdicts"] = _count_in_logs(stack, "controller-*.log", spared) - false0
+                row.notes["seconds"] = round(time.monotonic() - row_started)
     finally:
+        keep_logs(stack, f"{system}-{','.join(faults)}")
         stack.down()
     return rows
 
@@ -284,6 +307,154 @@ def drain_row(trials: int, log: Callable[[str], None] = print, into: list[Row] |
             row.trials.append(trial)
             log(describe(trial, i))
             settle(stack, log)
+    return row
+
+
+#: where to copy the lab's logs (hooks, controllers) before a stack goes down; None: not kept
+KEEP_LOGS: Path | None = None
+
+
+def keep_logs(stack: LabStack, label: str) -> None:
+    """Copy the lab's logs to KEEP_LOGS/<label>/ (the lab's own directory is removed with it)."""
+    if KEEP_LOGS is None or stack.workdir is None:
+        return
+    dest = KEEP_LOGS / label.replace(" ", "_").replace("/", "_")
+    with contextlib.suppress(OSError):
+        shutil.copytree(stack.dir / "logs", dest, dirs_exist_ok=True)
+
+
+def _count_in_logs(stack: LabStack, pattern: str, needle: str) -> int:
+    total = 0
+    for path in (stack.dir / "logs").glob(pattern):
+        with contextlib.suppress(OSError):
+            total += path.read_text(errors="replace").count(needle)
+    return total
+
+
+def _login_loops(stack: LabStack, logins: int, seconds: float) -> list[subprocess.Popen[bytes]]:
+    """``logins`` concurrent loops of real OpenSSH logins through the VIP from the client namespace,
+    each from its own source address (so spread over the buckets), for ``seconds``; each success is
+    one line in its own file under <lab>/logins (counted afterwards)."""
+    keyfile = stack.dir / "keys" / "login_key"
+    shutil.copyfile(stack.user_key, keyfile)
+    os.chmod(keyfile, 0o600)  # OpenSSH refuses a private key others can read
+    out = stack.dir / "logins"
+    out.mkdir(exist_ok=True)
+    sources = list(stack.topo.client_sources)
+    procs = []
+    for i in range(logins):
+        src = sources[i % len(sources)]
+        loop = (f"end=$((SECONDS+{int(seconds)})); while [ $SECONDS -lt $end ]; do "
+                f"ssh -q -b {src} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+                f"-o ConnectTimeout=10 -i {keyfile} {LOGIN_USER}@{stack.topo.vip} 'echo $CIF_NODE' "
+                f">> {out}/{i}.ok 2>/dev/null; done")
+        procs.append(subprocess.Popen(["ip", "netns", "exec", stack.topo.client_ns, "bash", "-c", loop],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, start_new_session=True))
+    return procs
+
+
+def _end_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group this benchmark started (its own session: the loop and its ssh child)."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def calm_row(profile: str, seconds: float, logins: int, stress: bool = True, backend: str = "nftables",
+             log: Callable[[str], None] = print, into: list[Row] | None = None,
+             nice: dict[str, int] | None = None) -> Row:
+    """No fault at all for ``seconds`` while stress-ng saturates every core and ``logins`` concurrent
+    SSH logins run through the VIP (issue 11: false failovers in 5 min, target 0).
+
+    Counted: host failovers seen in the map (a poll where a host lost one of its home buckets to
+    another host or to nobody), bucket moves (every owner change, failbacks included), DOWN verdicts
+    in the controllers' logs, self-fences in the hooks' logs (each releases a host's buckets without
+    a map change), long-lived SSH sessions of 6 sources broken, and two-owner kernel samples
+    (clusterlab.ownership), with the load average every 5 s."""
+    system = system_name(profile, nice)
+    row = Row(system, CALM)
+    (into if into is not None else []).append(row)
+    stack = LabStack(StackOptions(backend=backend, client_sources=64, failback="immediate", profile=profile,
+                                  **nice_options(nice)))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        stack.up(timeout_s=90)
+        stack.wait_converged(60)
+        sources = list(stack.topo.client_sources)
+        proc = stack.popen_client("clusterlab.sshclient", "sessions", "--vip", stack.topo.vip, "--sources",
+                                  ",".join(sources[3::11][:6]), "--key", str(stack.user_key), "--interval", "0.2",
+                                  "--timeout", "10", "--stall", "20")
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        fences0 = self_fences(stack)
+        downs0 = _count_in_logs(stack, "controller-*.log", " is down")
+        checker = KernelOwnershipChecker({h: stack.topo.host(h).namespace for h in stack.host_names}, TABLE,
+                                         stack.buckets, interval_s=0.05)
+        checker.start()
+        # the map is watched from before the load starts (launching 100 login loops alone takes ~20 s
+        # on a loaded machine, and the first failovers come during that)
+        home = {h: set(stack.home_buckets(h)) for h in stack.host_names}
+        prev = stack.owners()
+        started = time.monotonic()
+        if stress:
+            procs.append(subprocess.Popen(["stress-ng", "--cpu", str(os.cpu_count() or 2), "--timeout",
+                                           f"{int(seconds)}s", "--quiet"], start_new_session=True))
+        procs += _login_loops(stack, logins, seconds)
+        log(f"{time.strftime('%H:%M:%S')} {system} | {CALM}: {seconds:.0f} s, stress-ng "
+            f"{'on every core' if stress else 'off'}, {logins} login loops [load {os.getloadavg()[0]:.1f}]")
+        failovers, moves, read_errors = 0, 0, 0
+        events: list[str] = []
+        loads: list[float] = [os.getloadavg()[0]]
+        next_load = started + 5
+        while time.monotonic() < started + seconds:
+            time.sleep(0.25)
+            try:
+                now = stack.owners()
+            except LabError:
+                read_errors += 1
+                continue
+            moved = {b: (prev.get(b), o) for b, o in now.items() if prev.get(b) != o}
+            moves += len(moved)
+            # a failover = a host losing one of its home buckets (a bucket going back home after one is not)
+            for host in {old for b, (old, _) in moved.items() if old and b in home.get(old, ())}:
+                failovers += 1
+                lost = sorted(b for b, (old, _) in moved.items() if old == host)
+                events.append(f"{time.monotonic() - started:.1f} s: {host} lost {lost} "
+                              f"(to {sorted({str(new) for b, (old, new) in moved.items() if old == host})})")
+            prev = now
+            if time.monotonic() >= next_load:
+                loads.append(os.getloadavg()[0])
+                next_load += 5
+        loads.append(os.getloadavg()[0])
+        for p in procs:
+            _end_group(p)
+        procs.clear()
+        kernel = checker.stop()
+        out, _ = proc.communicate(timeout=60)
+        report = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+        ok_logins = sum(len(f.read_text().splitlines()) for f in (stack.dir / "logins").glob("*.ok"))
+        fences = self_fences(stack) - fences0
+        downs = _count_in_logs(stack, "controller-*.log", " is down") - downs0
+        broken = sum(1 for r in report.values() if r.get("broken"))
+        row.trials.append(Trial(system, CALM, "-", None, [], None, None, kernel.double_owner_samples,
+                                kernel.rounds, None, broken, {}, loads[-1]))
+        row.notes.update({"seconds": seconds, "logins": logins, "stress": stress, "logins_ok": ok_logins,
+                          "failovers": failovers, "bucket_moves": moves, "self_fences": fences,
+                          "down_verdicts": downs, "read_errors": read_errors, "load_min": min(loads),
+                          "load_max": max(loads), "events": events[:20]})
+        log(f"{time.strftime('%H:%M:%S')} {system} | {CALM}: {failovers} host failovers ({moves} bucket moves), "
+            f"{fences} self-fences, {downs} DOWN verdicts, {broken} of {len(report)} sessions broken, "
+            f"{kernel.double_owner_samples} two-owner samples / {kernel.rounds} kernel rounds, {ok_logins} logins "
+            f"done [load {min(loads):.1f}-{max(loads):.1f}]")
+        for e in events[:20]:
+            log(f"    {e}")
+    finally:
+        for p in procs:
+            _end_group(p)
+        keep_logs(stack, f"{system}-{CALM}")
+        stack.down()
     return row
 
 
@@ -352,15 +523,35 @@ def parse_list(text: str, known: dict[str, object], what: str, parser: argparse.
     return items
 
 
+NICE_PARTS = ("zk", "hooks", "controllers", "sshd")
+
+
+def parse_nice(text: str) -> dict[str, int]:
+    """``zk=-10,hooks=-10,sshd=-5`` -> {"zk": -10, ...}; argparse turns a ValueError into a usage error."""
+    out: dict[str, int] = {}
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        part, _, value = item.partition("=")
+        if part not in NICE_PARTS or not value.lstrip("+-").isdigit() or not -20 <= int(value) <= 19:
+            raise argparse.ArgumentTypeError(f"{item!r}: use PART=N with PART from {', '.join(NICE_PARTS)}, "
+                                             "N within -20..19")
+        out[part] = int(value)
+    return out
+
+
 def run(args: argparse.Namespace, systems: list[str], faults: list[str], rows: list[Row]) -> None:
     """Every selected system x fault, appending to ``rows`` as it goes (saved even if a chunk aborts)."""
     for name in systems:
         if name in ("default", "fast"):
-            ours_rows(name, [f for f in faults if f != DRAIN_FAILBACK], args.trials, args.backend, into=rows)
+            plain = [f for f in faults if f not in (DRAIN_FAILBACK, CALM)]
+            if plain:
+                ours_rows(name, plain, args.trials, args.backend, into=rows, nice=args.nice)
             if name == "default" and DRAIN_FAILBACK in faults:
                 drain_row(args.trials, into=rows)
+            if CALM in faults:
+                calm_row(name, args.calm_seconds, args.calm_logins, not args.no_stress, args.backend, into=rows,
+                         nice=args.nice)
         elif name.startswith("keepalived-"):
-            keepalived_rows(float(name.split("-", 1)[1]), faults, args.trials, into=rows)
+            keepalived_rows(float(name.split("-", 1)[1]), [f for f in faults if f != CALM], args.trials, into=rows)
         elif "host crash" in faults:
             static_row(args.baseline_trials, args.baseline_window, args.backend, into=rows)
 
@@ -370,7 +561,15 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=20, help="trials per row (default 20)")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, from {', '.join(SYSTEMS)}")
     parser.add_argument("--faults", default=DEFAULT_FAULTS,
-                        help=f"comma-separated, from {', '.join([*SCENARIOS, DRAIN_FAILBACK])}")
+                        help=f"comma-separated, from {', '.join([*SCENARIOS, DRAIN_FAILBACK, CALM])}")
+    parser.add_argument("--nice", type=parse_nice, default=None, metavar="PART=N,...",
+                        help="our rows: CPU priorities of the lab's parts, from zk, hooks, controllers, sshd; "
+                             "e.g. zk=-10,hooks=-10,sshd=-5 (docs/profiles.md: the remedy for a busy host)")
+    parser.add_argument("--calm-seconds", type=float, default=300.0, help=f"{CALM!r}: how long (default 300)")
+    parser.add_argument("--calm-logins", type=int, default=100, help=f"{CALM!r}: concurrent login loops (100)")
+    parser.add_argument("--no-stress", action="store_true", help=f"{CALM!r}: without stress-ng")
+    parser.add_argument("--logs", type=Path, default=None, metavar="DIR",
+                        help="our rows: copy the lab's hook and controller logs here before it goes down")
     parser.add_argument("--backend", default="nftables", choices=["nftables", "xt_cluster"])
     parser.add_argument("--baseline-trials", type=int, default=2)
     parser.add_argument("--baseline-window", type=float, default=10.0)
@@ -379,6 +578,8 @@ def main() -> int:
     parser.add_argument("--from-json", type=Path, nargs="+", default=None, metavar="FILE",
                         help="run nothing: merge these chunks into the table and chart")
     args = parser.parse_args()
+    global KEEP_LOGS
+    KEEP_LOGS = args.logs
     if args.trials < 1 or args.baseline_trials < 1 or args.baseline_window <= 0:
         parser.error("--trials and --baseline-trials must be >= 1 and --baseline-window > 0")
     if args.from_json:
@@ -388,7 +589,9 @@ def main() -> int:
             parser.error(str(exc))
     else:
         systems = parse_list(args.systems, SYSTEMS, "systems", parser)  # type: ignore[arg-type]
-        faults = parse_list(args.faults, {**SCENARIOS, DRAIN_FAILBACK: None}, "faults", parser)
+        faults = parse_list(args.faults, {**SCENARIOS, DRAIN_FAILBACK: None, CALM: None}, "faults", parser)
+        if CALM in faults and not args.no_stress and shutil.which("stress-ng") is None:
+            parser.error(f"{CALM!r} needs stress-ng: apt-get install stress-ng (or --no-stress)")
         meta = {"argv": sys.argv[1:], "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                 "load_start": os.getloadavg()}
         print(f"load average at start: {meta['load_start']}", flush=True)

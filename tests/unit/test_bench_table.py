@@ -107,3 +107,34 @@ def test_rows_are_grouped_by_fault_with_ours_first() -> None:
 def test_known_faults_come_first_in_a_fixed_order_new_ones_after() -> None:
     rows = [ours("failback with drain", [1.0]), ours("agent killed", [None]), ours("host crash", [1.0])]
     assert [r.fault for r in benchtable.ordered(rows)] == ["host crash", "agent killed", "failback with drain"]
+
+
+def test_a_profile_run_with_priorities_keeps_its_target_and_place() -> None:
+    variant = "ours fast (nice ZK -10, hooks -10, sshd -5)"
+    rows = [ours("host crash", [0.3], system=variant), ours("host crash", [1.0], system="ours fast"),
+            ours("host crash", [1.0])]
+    assert benchtable.target(rows[0]) == 0.4
+    assert "met" in line(benchtable.table(rows), variant, "host crash")[8]
+    assert [r.system for r in benchtable.ordered(rows)] == ["ours default", "ours fast", variant]
+
+
+def test_second_ratio_column_is_against_keepalived_advert_int_1() -> None:
+    plain = Row(benchtable.PLAIN, "host crash",
+                [Trial(benchtable.PLAIN, "host crash", "h1", 4.0, [4.0], vip_holders=1, load1=5.0)])
+    rows = [ours("host crash", [1.0]), keepalived("host crash", [0.5]), plain]
+    cells = line(benchtable.table(rows), "ours default", "host crash")
+    assert cells[9] == "2.00" and cells[11] == "0.25"
+    assert line(benchtable.table(rows), benchtable.PLAIN, "host crash")[11] == "-"
+
+
+def test_calm_rows_count_false_failovers_in_their_own_table() -> None:
+    calm = ours(benchtable.CALM, [None], system="ours fast")
+    calm.trials[0].per_source = []
+    calm.notes.update({"seconds": 300, "stress": True, "logins": 100, "logins_ok": 900, "failovers": 2,
+                       "bucket_moves": 8, "self_fences": 3, "down_verdicts": 1, "load_min": 9.0, "load_max": 30.0})
+    rows = [calm, ours("sshd hung", [0.7])]
+    assert benchtable.CALM not in benchtable.table(rows) and not calm.moves
+    text = benchtable.calm_table(rows)
+    assert "| ours fast | 5 | every core | 100 (900) | 2 (8) | 3 | 1 | 0 of 6 | 0 / 50 | 9.0-30.0 |" in text
+    assert any("5 false failovers in 300 s" in f for f in benchtable.findings(rows))
+    assert benchtable.calm_table([rows[1]]) == ""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from clusterlab.benchtable import Row, ordered
+from clusterlab.benchtable import Row, base_system, ordered
 
 COLORS = {"ours default": "tab:blue", "ours fast": "tab:cyan", "keepalived advert_int 1": "tab:orange",
           "keepalived advert_int 0.1": "tab:red"}
@@ -43,7 +43,7 @@ def _rows(ax, rows: Sequence[Row]) -> None:  # type: ignore[no-untyped-def]
     top = max((max(r.times) for r in shown if r.times), default=1.0)
     for y, row in enumerate(shown):
         labels.append(f"{row.fault}\n{row.system}")
-        color = COLORS.get(row.system, "tab:gray")
+        color = COLORS.get(base_system(row.system), "tab:gray")
         stats = row.stats()
         if stats is None:
             window = float(row.notes.get("window_s", top * 1.2))

@@ -25,6 +25,10 @@ from clusterlab.measure import summary
 
 #: The keepalived set-up our profiles are compared with (issue 11: "keepalived tuned").
 TUNED = "keepalived advert_int 0.1"
+#: ... and keepalived as usually configured (advert_int 1): a second ratio column.
+PLAIN = "keepalived advert_int 1"
+#: Not a fault: no fault for minutes on a saturated machine; its rows count false failovers (calm_table).
+CALM = "no fault (load)"
 
 #: Issue 11's p99 targets (seconds) per (system, fault); a row without one shows "-".
 TARGETS: dict[tuple[str, str], float] = {
@@ -101,8 +105,8 @@ class Row:
 
     @property
     def moves(self) -> bool:
-        """Whether the fault needs a takeover at all (not for ``agent killed``)."""
-        return any(t.per_source for t in self.trials) or self.fault != "agent killed"
+        """Whether the fault needs a takeover at all (not for ``agent killed``, nor without a fault)."""
+        return any(t.per_source for t in self.trials) or self.fault not in ("agent killed", CALM)
 
     def stats(self) -> dict[str, float] | None:
         return summary(self.times) if self.times else None
@@ -155,21 +159,33 @@ def load(paths: Sequence[Path]) -> tuple[list[Row], list[dict[str, Any]]]:
 # ---------------------------------------------------------------------- the table
 
 
+def base_system(system: str) -> str:
+    """``ours fast (nice ZK -10, ...)`` -> ``ours fast``: a variant run of a system keeps its target and place."""
+    return system.split(" (", 1)[0] if system.startswith("ours ") else system
+
+
 def ordered(rows: Sequence[Row]) -> list[Row]:
     """Grouped by fault (FAULT_ORDER, then as they appear), systems in SYSTEM_ORDER, unknown ones last."""
     faults = list(dict.fromkeys([*(f for f in FAULT_ORDER if any(r.fault == f for r in rows)),
                                  *(r.fault for r in rows)]))
     rank = {name: i for i, name in enumerate(SYSTEM_ORDER)}
-    return sorted(rows, key=lambda r: (faults.index(r.fault), rank.get(r.system, len(rank)), r.system))
+    return sorted(rows, key=lambda r: (faults.index(r.fault), rank.get(base_system(r.system), len(rank)),
+                                       r.system))
+
+
+def target(row: Row) -> float | None:
+    """Issue 11's p99 target of the row (variants of a profile, e.g. with priorities, share it)."""
+    return TARGETS.get((base_system(row.system), row.fault))
 
 
 def _cell(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
-def ratio(ours: Row, rows: Sequence[Row], which: str = "p99") -> float | None:
-    """Our ``which`` takeover over keepalived tuned's for the same fault (None if either is missing)."""
-    base = next((r for r in rows if r.system == TUNED and r.fault == ours.fault), None)
+def ratio(ours: Row, rows: Sequence[Row], which: str = "p99", against: str = TUNED) -> float | None:
+    """Our ``which`` takeover over keepalived's (tuned unless ``against``) for the same fault (None if
+    either is missing)."""
+    base = next((r for r in rows if r.system == against and r.fault == ours.fault), None)
     mine, theirs = ours.stats(), base.stats() if base else None
     if mine is None or theirs is None or theirs[which] <= 0 or ours.never:
         return None
@@ -202,14 +218,15 @@ def table_line(row: Row, rows: Sequence[Row]) -> str:
     """One row of the table; ``rows`` supplies keepalived tuned's figures for the ratios."""
     s = row.stats()
     cells = [_cell(s[k]) if s else ("n/a" if not row.moves else "never") for k in ("p50", "p95", "p99", "max")]
-    target = TARGETS.get(row.key)
+    goal = target(row)
     target_cell = "-"
-    if target is not None:
-        met = s is not None and not row.never and s["p99"] <= target
-        target_cell = f"<= {target:g} s: {'met' if met else '**missed**'}"
+    if goal is not None:
+        met = s is not None and not row.never and s["p99"] <= goal
+        target_cell = f"<= {goal:g} s: {'met' if met else '**missed**'}"
     is_ours = row.system.startswith("ours")
     r99 = ratio(row, rows, "p99") if is_ours else None
     r50 = ratio(row, rows, "p50") if is_ours else None
+    r99_plain = ratio(row, rows, "p99", against=PLAIN) if is_ours else None
     broken = [t.sessions_broken for t in row.trials if t.sessions_broken is not None]
     lo, hi = row.load_range()
     errors = sum(1 for t in row.trials if t.error)
@@ -217,6 +234,7 @@ def table_line(row: Row, rows: Sequence[Row]) -> str:
     return (
         f"| {row.fault} | {row.system} | {len(row.trials)} | {' | '.join(cells)} | {never} | {target_cell} | "
         f"{'-' if r99 is None else f'{r99:.2f}'} | {'-' if r50 is None else f'{r50:.2f}'} | "
+        f"{'-' if r99_plain is None else f'{r99_plain:.2f}'} | "
         f"{exclusivity_cell(row)} | {sum(broken) if broken else '-'} | {spread(row)} | {lo:.1f}-{hi:.1f} |"
     )
 
@@ -225,11 +243,34 @@ def table(rows: Sequence[Row]) -> str:
     """The side-by-side markdown table, one line per (system, fault), grouped by fault."""
     header = [
         "| fault | system | trials | takeover p50 (s) | p95 | p99 | max | never | p99 target | "
-        "p99 / keepalived 0.1 | p50 / keepalived 0.1 | exclusivity | sessions broken | survivor buckets max-min "
-        "| load (1 min) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "p99 / keepalived 0.1 | p50 / keepalived 0.1 | p99 / keepalived 1 | exclusivity | sessions broken | "
+        "survivor buckets max-min | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    return "\n".join(header + [table_line(row, rows) for row in ordered(rows)])
+    return "\n".join(header + [table_line(row, rows) for row in ordered(rows) if row.fault != CALM])
+
+
+def calm_table(rows: Sequence[Row]) -> str:
+    """False failovers with no fault injected (bench_failover.calm_row), one line per run; "" if none."""
+    calm = [r for r in ordered(rows) if r.fault == CALM]
+    if not calm:
+        return ""
+    lines = [
+        "| system | minutes | stress-ng | concurrent logins (done) | host failovers in the map (bucket moves) | "
+        "self-fences | DOWN verdicts | sessions broken | two-owner samples / kernel rounds | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in calm:
+        n = r.notes
+        t = r.trials
+        lines.append(
+            f"| {r.system} | {n.get('seconds', 0) / 60:g} | {'every core' if n.get('stress') else 'no'} | "
+            f"{n.get('logins', '-')} ({n.get('logins_ok', '-')}) | {n.get('failovers', '-')} "
+            f"({n.get('bucket_moves', '-')}) | {n.get('self_fences', '-')} | {n.get('down_verdicts', '-')} | "
+            f"{sum(x.sessions_broken or 0 for x in t)} of {6 * len(t)} | "
+            f"{sum(x.two_owner_samples or 0 for x in t)} / {sum(x.kernel_rounds or 0 for x in t)} | "
+            f"{n.get('load_min', 0):.1f}-{n.get('load_max', 0):.1f} |")
+    return "\n".join(lines)
 
 
 def violations(rows: Iterable[Row]) -> list[str]:
@@ -248,21 +289,30 @@ def findings(rows: Sequence[Row]) -> list[str]:
     """Facts the table implies, one line each: targets missed, self-fences, keepalived's splits."""
     out = []
     for row in rows:
-        target, s = TARGETS.get(row.key), row.stats()
-        if target is not None and (s is None or row.never or s["p99"] > target):
+        if row.fault == CALM:
+            false = (row.notes.get("failovers") or 0) + (row.notes.get("self_fences") or 0)
+            out.append(f"{row.system}, {row.fault}: {false} false failovers in {row.notes.get('seconds', 0):g} s "
+                       f"({row.notes.get('failovers', 0)} in the map, {row.notes.get('self_fences', 0)} self-fences; "
+                       "target 0).")
+            continue
+        goal, s = target(row), row.stats()
+        if goal is not None and (s is None or row.never or s["p99"] > goal):
             got = "no takeover time" if s is None else f"p99 {s['p99']:.3f} s"
             never = f", {row.never} trials never recovered" if row.never else ""
-            out.append(f"{row.system}, {row.fault}: target p99 <= {target:g} s missed ({got}{never}).")
-        if row.never and target is None and row.moves and not row.times:
+            out.append(f"{row.system}, {row.fault}: target p99 <= {goal:g} s missed ({got}{never}).")
+        if row.never and goal is None and row.moves and not row.times:
             window = f" {row.notes['window_s']:g} s" if "window_s" in row.notes else ""
             out.append(f"{row.system}, {row.fault}: no trial recovered within its{window} window "
                        f"({row.never} of {len(row.trials)}): drawn as 'never' in the chart, not as a time.")
-        elif row.never and target is None and row.moves:
+        elif row.never and goal is None and row.moves:
             out.append(f"{row.system}, {row.fault}: {row.never} of {len(row.trials)} trials never recovered within "
                        "the window; its percentiles (and the ratios against it) are over the other trials.")
         if row.notes.get("self_fences"):
             out.append(f"{row.system}, {row.fault}: {row.notes['self_fences']} self-fences in the hook logs "
                        "while these trials ran (each is a false failover of one host's buckets).")
+        if row.notes.get("false_down_verdicts"):
+            out.append(f"{row.system}, {row.fault}: {row.notes['false_down_verdicts']} DOWN verdicts (over both "
+                       "controllers) on h1, a host no trial touched: false alarms.")
         split = sum(1 for t in row.trials if (t.vip_holders or 0) > 1)
         if split:
             out.append(f"{row.system}, {row.fault}: the VIP was on two or more live hosts in {split} of "
@@ -278,8 +328,11 @@ def generated_block(rows: Sequence[Row], metas: Sequence[dict[str, Any]]) -> str
                     f"load average (1/5/15 min) at start {ls[0]:.1f}/{ls[1]:.1f}/{ls[2]:.1f}, "
                     f"at end {le[0]:.1f}/{le[1]:.1f}/{le[2]:.1f}" + (f" ({m['note']})" if m.get("note") else ""))
     facts = findings(rows)
+    calm = calm_table(rows)
     return "\n".join([
         BEGIN, "", table(rows), "",
+        *(["False failovers with no fault injected (stress-ng on every core and concurrent SSH logins through "
+           "the VIP):", "", calm, ""] if calm else []),
         "Runs merged into this table (each under the shared heavy-job lock; 2 cores):", "", *runs, "",
         *(["Read from the figures:", "", *(f"- {f}" for f in facts), ""] if facts else []),
         "![failover chart](failover-benchmark.png)", "", END,

@@ -60,6 +60,25 @@ class StackOptions:
     handoff: dict[str, Any] = field(default_factory=dict)
     responder_port: int = 7000
     keep_workdir: bool = False
+    #: CPU priorities (nice values; None: inherited), as systemd's Nice= would set them on real hosts
+    #: (docs/profiles.md, "Recommendations"): ZooKeeper, the node hooks, the controllers, the sshds
+    #: (their sessions inherit it)
+    zk_nice: int | None = None
+    hook_nice: int | None = None
+    controller_nice: int | None = None
+    sshd_nice: int | None = None
+
+    def priorities(self) -> str:
+        """A short label of the non-default priorities ("" if none), for benchmark rows and logs."""
+        parts = [f"{name} {value:+d}" for name, value in (("ZK", self.zk_nice), ("hooks", self.hook_nice),
+                                                          ("controllers", self.controller_nice),
+                                                          ("sshd", self.sshd_nice)) if value is not None]
+        return ("nice " + ", ".join(parts)) if parts else ""
+
+
+def _nice(value: int | None) -> list[str]:
+    """``nice -n N`` to put before a command (it execs it: the PID stays the program's), or nothing."""
+    return [] if value is None else ["nice", "-n", str(value)]
 
 
 class LabStack:
@@ -136,7 +155,8 @@ class LabStack:
             self.topology = netns.build(prefix, hosts=opts.hosts, client_sources=opts.client_sources,
                                         client_static_neigh=False)
             self.zk = ZooKeeperCluster(size=3 if opts.ensemble else 1, tick_ms=self.profile.zk_tick_ms,
-                                       base_dir=self.dir / "zk", client_address=self.topo.mgmt_gateway)
+                                       base_dir=self.dir / "zk", client_address=self.topo.mgmt_gateway,
+                                       nice=opts.zk_nice)
             self.zk.start(timeout_s=90)
             self._start_sshds()
             self._write_config()
@@ -210,7 +230,8 @@ class LabStack:
             sshd = Sshd(self.dir / "sshd", host.name, host.mgmt_address, 22, netns=host.namespace,
                         probe_keys=[probe_pub], user_keys=[user_pub],
                         extra_config=(f"ListenAddress {self.topo.vip}:22\nListenAddress {host.address}:22\n"
-                                      f"VersionAddendum cif-node-{host.name}\n"))
+                                      f"VersionAddendum cif-node-{host.name}\n"),
+                        nice=self.options.sshd_nice)
             sshd.start(timeout_s=20)
             self.sshd[host.name] = sshd
             lines.append(sshd.known_hosts_line(host.mgmt_address))
@@ -260,7 +281,8 @@ class LabStack:
         try:
             self.hooks[host] = netns.popen_in(
                 h.namespace,
-                [*DIE_WITH_PARENT, str(VENV_BIN / "clusterip-node-hook"), "--config", str(self.config_path),
+                [*DIE_WITH_PARENT, *_nice(self.options.hook_nice), str(VENV_BIN / "clusterip-node-hook"),
+                 "--config", str(self.config_path),
                  "--host", host,
                  "--address", h.mgmt_address, "--peer-bind", h.mgmt_address,
                  *(["--backend", "memory"] if self.options.backend == "memory" else [])],
@@ -284,7 +306,8 @@ class LabStack:
         log = open(self.dir / "logs" / f"controller-{name}.log", "ab")  # noqa: SIM115 - handed to the child
         try:
             self.controllers[name] = subprocess.Popen(
-                [*DIE_WITH_PARENT, str(VENV_BIN / "clusterip-controller"), "--config", str(self.config_path),
+                [*DIE_WITH_PARENT, *_nice(self.options.controller_nice), str(VENV_BIN / "clusterip-controller"),
+                 "--config", str(self.config_path),
                  "--id", name, "--metrics-port", "0"],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL,
             )

@@ -145,6 +145,7 @@ class ZooKeeperServer:
         peers: Sequence[tuple[int, ServerPorts]] = (),
         client_address: str = LOOPBACK,
         tls: TlsFiles | None = None,
+        nice: int | None = None,
     ) -> None:
         if tls is not None and not ports.secure:
             raise ValueError("a TLS server needs ports.secure (its secureClientPort)")
@@ -155,6 +156,8 @@ class ZooKeeperServer:
         self.ports = ports
         self.tick_ms = tick_ms
         self.peers = tuple(peers)
+        #: CPU priority of the JVM (every thread inherits it: ``nice`` execs java, the PID stays the JVM's)
+        self.nice = nice
         self._proc: subprocess.Popen[bytes] | None = None
         self._paused = False
 
@@ -236,6 +239,8 @@ class ZooKeeperServer:
             raise ZooKeeperLabError(f"server {self.myid} is already running (pid {self.pid}); stop it first")
         jars = ZOOKEEPER_JARS + (NETTY_TLS_JARS if self.tls is not None else ())
         command = _java_command(jars)
+        if self.nice is not None:
+            command = ["nice", "-n", str(self.nice), *command]
         self.write_config()
         classpath = ":".join([*(str(JAVA_DIR / jar) for jar in jars), str(self.directory / "conf")])
         with self.log_path.open("ab") as log:

@@ -97,6 +97,7 @@ class ZooKeeperCluster:
         port_attempts: int = 3,
         client_address: str = LOOPBACK,
         tls: bool = False,
+        nice: int | None = None,
     ) -> None:
         if not 1 <= size <= MAX_SIZE:
             raise ValueError(f"size must be 1..{MAX_SIZE} (got {size}); use 1 (standalone) or 3 (ensemble)")
@@ -111,6 +112,8 @@ class ZooKeeperCluster:
         #: Where clients connect (the lab's management gateway lets hooks in namespaces reach it).
         self.client_address = client_address
         self._want_tls = tls
+        #: CPU priority of every server (None: inherited), e.g. -10 so a busy machine still serves heartbeats
+        self.nice = nice
         #: The CA and certificates when started with ``tls=True``, else None.
         self.tls: TlsFiles | None = None
         self._lock = threading.Lock()
@@ -196,7 +199,8 @@ class ZooKeeperCluster:
             shutil.rmtree(self.directory / f"zk{myid}", ignore_errors=True)
         self._servers = [
             ZooKeeperServer(
-                i + 1, self.directory / f"zk{i + 1}", p, self.tick_ms, peers, self.client_address, self.tls
+                i + 1, self.directory / f"zk{i + 1}", p, self.tick_ms, peers, self.client_address, self.tls,
+                nice=self.nice,
             )
             for i, p in enumerate(triples)
         ]
