@@ -399,6 +399,47 @@ def test_hosts_already_down_do_not_let_the_rest_fall_one_by_one() -> None:
     assert t.health("h2").state is Health.SUSPECT and t.health("h3").state is Health.SUSPECT
 
 
+def test_load_hitting_hosts_in_turns_does_not_fail_them_one_by_one() -> None:
+    """Measured in the lab under stress-ng: h1, h4, h3, h2 went DOWN 0.5, 0.4 and 1.4 s apart, each
+    alone in its timeout streak at its moment. A host that just fell by timeouts still counts as
+    slow, so once a majority is affected the rest are held."""
+    t = fleet(4)
+    at = 10.0
+    for _ in range(3):  # h0 alone: nothing else slow yet, a hang as far as anyone can tell
+        t.observe(fail(1, at, host="h0"))
+        for h in ("h1", "h2", "h3"):
+            t.observe(ok(1, at, host=h))
+        at += 0.15
+    assert t.health("h0").state is Health.DOWN
+    for victim in ("h1", "h2"):  # then h1, then h2, each alone in its streak, all within the window
+        for _ in range(3):
+            t.observe(fail(1, at, host=victim))
+            for h in ("h1", "h2", "h3"):
+                if h != victim and t.health(h).state is not Health.DOWN:
+                    t.observe(ok(1, at, host=h))
+            at += 0.15
+    # h1: h0 (just fell) + h1 = 2 of 4, not a majority: DOWN. h2: h0 + h1 (just fell) + h2 = 3 of 4:
+    # held (counting only hosts not DOWN it would be 1 of 2, and h2 would fall too)
+    assert t.health("h1").state is Health.DOWN
+    assert t.health("h2").state is Health.SUSPECT and "3 of 4 hosts slow at once" in t.health("h2").reason
+
+
+def test_a_host_down_longer_than_the_window_no_longer_holds_others() -> None:
+    t = fleet(3)
+    at = 10.0
+    for _ in range(3):
+        t.observe(fail(1, at, host="h0"))
+        at += 0.15
+    assert t.health("h0").state is Health.DOWN
+    at += 1.5  # longer ago than the level-1 window (1.45 s): h0 is just a dead host now
+    for _ in range(3):
+        t.observe(fail(1, at, host="h0"))
+        t.observe(fail(1, at, host="h1"))
+        t.observe(ok(1, at, host="h2"))
+        at += 0.15
+    assert t.health("h1").state is Health.DOWN  # a second failure is judged on its own
+
+
 # ------------------------------------------------------------------ level-2 timeouts while banners answer
 
 
