@@ -129,12 +129,15 @@ class ClusterStore:
         with mapped_errors(f"reading cluster {name}"):
             pending_map = self.client.get_async(layout.map_path(name))
             pending_intents = self.client.get_async(layout.intents_path(name))
-            pending_members = {h: self.client.get_async(layout.member_path(name, h)) for h in hosts}
+            # Statuses before members: a session's requests are served in order, so a member read as
+            # absent was absent when its status was read, and that status version predates any
+            # registration since (a hook registers with a status write): write_map can check it.
             pending_status = {h: self.client.get_async(layout.status_path(name, h)) for h in hosts}
+            pending_members = {h: self.client.get_async(layout.member_path(name, h)) for h in hosts}
             map_reply = _await(pending_map)
             intents_reply = _await(pending_intents)
-            member_replies = {h: _await(r) for h, r in pending_members.items()}
             status_replies = {h: _await(r) for h, r in pending_status.items()}
+            member_replies = {h: _await(r) for h, r in pending_members.items()}
         if map_reply is None:
             bucket_map, version = BucketMap.empty(name, self.spec.buckets), -1
         else:
