@@ -66,6 +66,8 @@ class ChaosReport:
     owner_changes: int = 0
     #: "<kind> <host> <start> <end>" in wall-clock seconds, to check flagged moves and client failures
     fault_windows: list[str] = field(default_factory=list)
+    #: os.getloadavg() at the end of the run (1, 5, 15 min): timings depend on it
+    load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def ok(self) -> bool:
         return (self.ownership.get("double_owner_samples") == 0 and not self.process_crashes
@@ -228,6 +230,7 @@ def run(seconds: float, seed: int, hosts: int = 4, hold: tuple[float, float] = (
         report.timeline = chaos.timeline
         report.process_crashes += chaos.crashes
         report.ownership = {**asdict(result), "rate_hz": round(result.rate_hz, 1)}
+        report.load_average = os.getloadavg()
     return report
 
 
@@ -256,7 +259,7 @@ def main() -> None:
         print(f"revokes in the controllers' history {report.moves['revokes']} by cause {report.moves['by_cause']}; "
               f"false failovers (a down verdict or dead hook on a host under no fault) {len(report.false_failovers)}; "
               f"unattributed {len(report.unattributed_moves)}; history events {report.moves['history_events']} "
-              f"(read errors {report.moves['history_read_errors']}); load average {os.getloadavg()}")
+              f"(read errors {report.moves['history_read_errors']}); load average {report.load_average}")
         for line in [*own["examples"], *report.process_crashes, *report.false_failovers,  # type: ignore[misc]
                      *report.unattributed_moves, *cl["examples"]]:  # type: ignore[misc]
             print(f"  {line}")
