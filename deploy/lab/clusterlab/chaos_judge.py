@@ -148,7 +148,10 @@ def read_history(lab: Any, known: set[str]) -> dict[str, Any]:
             data, _ = reply.get(timeout=5)
         except Exception:  # pruned between listing and reading: older than anything we still need
             continue
-        out[name] = schema.decode_event(data)
+        try:
+            out[name] = schema.decode_event(data)
+        except Exception:  # not an event this judge can read: kept as None (judge_moves skips it)
+            out[name] = None
     return out
 
 
@@ -177,7 +180,7 @@ def judge_moves(events: Sequence[Any], faults: Sequence[FaultWindow], grace_s: f
     """
     moves: list[Move] = []
     for event in events:
-        if event.kind != "revoke" or event.bucket is None or event.from_host is None:
+        if event is None or event.kind != "revoke" or event.bucket is None or event.from_host is None:
             continue
         host = event.from_host
         cause = _cause(event.reason, host)
