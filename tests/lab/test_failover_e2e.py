@@ -209,18 +209,24 @@ def test_hook_crash_alerts_and_survivors_serve_until_it_returns(stack: LabStack)
     before = stack.owners()
     sessions = sample_sessions(stack)
     own = [s for s in stack.topo.client_sources if before.get(stack.bucket_of(s)) == "h1"]
-    killed = time.monotonic()
+    killed: list[float] = []
     restarted = False
     try:
-        times = measure_failover(stack, "h1", lambda: stack.kill_hook("h1"), bound_s=15.0)
-        moved_after = time.monotonic() - killed
+        times = measure_failover(stack, "h1", lambda: (killed.append(time.time()), stack.kill_hook("h1")),
+                                 bound_s=15.0)
         leader = stack.leader()
         assert leader is not None
         log = stack.log_tail(f"controller-{leader}", 400)
         assert "hook of h1 is not running" in log, "the leader did not alert about h1's hook"
-        assert "dead-man switch" in log, "the move does not say it relied on h1's dead-man switch"
-        # the hook's last heartbeat (every T/20) came before the kill: its session can expire T - T/20 after it
-        assert moved_after >= 0.9 * stack.session_timeout_s
+        out = stack.ctl("history", "--config", str(stack.config_path), "--json")
+        grants = [e for e in json.loads(out.stdout)["events"] if e["event"] == "grant" and e["time"] >= killed[0]
+                  and before.get(e["bucket"]) == "h1"]
+        assert {e["bucket"] for e in grants} == {b for b, o in before.items() if o == "h1"}, grants
+        assert all("dead-man switch" in e["reason"] for e in grants), [e["reason"] for e in grants]
+        # The grants were decided after h1's session was gone: its last heartbeat (every T/20) came
+        # before the kill, so the session can expire T - T/20 after it at the earliest.
+        moved_after = min(e["time"] for e in grants) - killed[0]
+        assert moved_after >= 0.9 * stack.session_timeout_s, moved_after
         print(f"hook crash: h1's clients answered by survivors after p50 {sorted(times)[len(times) // 2]:.2f} s, "
               f"max {max(times):.2f} s")
         moved = stack.owners()
@@ -241,7 +247,7 @@ def test_hook_crash_alerts_and_survivors_serve_until_it_returns(stack: LabStack)
     report = sessions.stop()
     assert_unaffected_sessions_survived(report, {"h1"})
     h1 = {s: r for s, r in report.items() if r["host"] == "h1"}
-    print(f"hook crash: buckets moved {moved_after:.2f} s after the kill; h1's own sessions "
+    print(f"hook crash: grants decided {moved_after:.2f} s after the kill; h1's own sessions "
           f"{sum(1 for r in h1.values() if not r['broken'])}/{len(h1)} survived (moved buckets are reset)")
 
 
