@@ -24,7 +24,8 @@ owner still drains; the drain ends (``draining`` None, a ``drain-end`` action wi
 counts) when it reports no tracked connection of the bucket at an epoch at or after the drain
 started, when ``max_drain_s`` has passed (the rest are cut), when it is found down, or when the
 bucket moves again; even while no host is eligible. A drainer whose hook is away keeps draining
-(uncounted, so until the maximum). A failed host's buckets never drain: their sessions are gone.
+(uncounted, so until the maximum), unless that hook ran with a dead-man switch (below): then its
+kernel cut the sessions and the drain ends. A failed host's buckets never drain: their sessions are gone.
 
 **A hook that died on a healthy host.** A hook whose status says it ran with a kernel dead-man
 switch (``HookStatus.deadman_s``, controller/core/deadman.py) took its kernel out of service E after
