@@ -249,7 +249,8 @@ class ControllerService:
         timings: dict[str, float] = {}
         if decision.changed:
             loop.own_map_version = snap.map_version + 1 if snap.map_version >= 0 else 0
-            wrote = loop.store.write_map(decision.map, snap.map_version, fence)
+            absent = {h: v for h, v in snap.status_versions.items() if h not in snap.members}
+            wrote = loop.store.write_map(decision.map, snap.map_version, fence, absent)
             timings = {
                 "event": (started_mono - poked_at) * 1000 if poked_at is not None else float("nan"),
                 "snapshot": (read - started) * 1000,
@@ -284,10 +285,20 @@ class ControllerService:
             state = h.state if h else Health.UNKNOWN
             if host not in view.members and state is not Health.DOWN:
                 held = sorted(view.map.owned_by(host))
-                alerts.append(
-                    f"hook of {host} is not running (host {state.value}); its buckets {held or 'none'} stay where "
-                    "they are until it returns or the host goes down"
-                )
+                status = view.statuses.get(host)
+                if status is not None and status.deadman_s is not None:
+                    # Its kernel stopped with the dead-man switch: the planner moves its buckets to
+                    # survivors (once an absent hook may be believed) and fails them back on return.
+                    alerts.append(
+                        f"hook of {host} is not running (host {state.value}); its kernel stopped serving by its "
+                        f"dead-man switch, its buckets go to other hosts until it returns"
+                        + (f" (still on it: {held})" if held else "")
+                    )
+                else:
+                    alerts.append(
+                        f"hook of {host} is not running (host {state.value}); its buckets {held or 'none'} stay "
+                        "where they are until it returns or the host goes down"
+                    )
             status = view.statuses.get(host)
             if status is not None and status.error and host in view.members:
                 alerts.append(f"hook of {host} reports a kernel error: {status.error}")

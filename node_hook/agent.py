@@ -188,7 +188,12 @@ class HookAgent:
         )
 
     def stop(self, release: bool = False) -> None:
-        """Stop the loops and close the session. Buckets stay in the kernel unless ``release``."""
+        """Stop the loops and close the session. Buckets stay in the kernel unless ``release``.
+
+        With a dead-man switch the kernel stops accepting *before* the session is closed: the
+        controller counts a closed session of such a hook as a release at once (planner
+        ``deadman_fenced``), while the kernel timer would otherwise run E longer.
+        """
         self._stop.set()
         self._wake.set()
         for thread in self._threads:
@@ -198,6 +203,8 @@ class HookAgent:
         if release:
             with self._lock:
                 self.state.held = self.backend.apply(frozenset())
+        if self.deadman is not None:
+            self._stop_accepting()
         try:
             self.client.stop()
             self.client.close()
@@ -207,6 +214,20 @@ class HookAgent:
     def wait(self) -> None:
         while not self._stop.wait(1.0):
             pass
+
+    def _stop_accepting(self) -> None:
+        """Clear the kernel timer; if that fails, wait until it has surely run out (E after the last refresh)."""
+        assert self.deadman is not None
+        with self._lock:
+            self.state.alive_armed = False
+            try:
+                self.backend.disarm_alive()
+                return
+            except BackendError as exc:
+                log.error("could not clear the dead-man timer, waiting for it to run out: %s", exc)
+        remaining = self._alive_at + self.deadman.expiry_s - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining + 0.05)
 
     # ------------------------------------------------------------------ ZooKeeper callbacks
 
@@ -431,7 +452,12 @@ class HookAgent:
 
     def _status(self) -> HookStatus:
         st = self.state
-        return HookStatus(self.host_id, st.epoch, st.held, time.time(), st.error, st.draining, dict(st.sessions))
+        return HookStatus(self.host_id, st.epoch, st.held, time.time(), st.error, st.draining, dict(st.sessions),
+                          self._deadman_s())
+
+    def _deadman_s(self) -> float | None:
+        """E for the status, which tells the controller our session's end means our kernel stopped."""
+        return None if self.deadman is None else self.deadman.expiry_s
 
     def _publish(self, force: bool = False) -> None:
         key = self._status_key()
@@ -462,7 +488,8 @@ class HookAgent:
         if time.monotonic() - began > timing.lapse_s:
             self._lapsed("the apply cycle took longer than the dead-man lapse time")
             return
-        status = HookStatus(self.host_id, self.state.epoch, self.state.held, time.time(), self.state.error)
+        status = HookStatus(self.host_id, self.state.epoch, self.state.held, time.time(), self.state.error,
+                            deadman_s=self._deadman_s())
         try:
             self.store.publish_status(status)
         except CoordinationError as exc:

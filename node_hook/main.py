@@ -90,7 +90,9 @@ def cli(config_path: str, host_id: str, cluster: str | None, backend_name: str |
     agent.start()
     metrics.watch_map()
     agent.wait()
-    log.info("stopping (signal %s): buckets stay in the kernel", stopping[0] if stopping else "?")
+    log.info("stopping (signal %s): %s", stopping[0] if stopping else "?",
+             "buckets stay in the kernel" if deadman_s is None else
+             "clearing the dead-man switch first: the kernel stops accepting and the controller moves the buckets")
     agent.stop(release=False)
     if server is not None:
         server.stop()

@@ -261,6 +261,12 @@ class HookStatus:
     ``held``: buckets whose NEW connections the kernel accepts (the exclusivity proof). ``draining``:
     buckets the kernel keeps for already tracked connections only; ``sessions``: per draining bucket,
     how many connections conntrack still tracks (absent: not counted, e.g. conntrack unreadable).
+
+    ``deadman_s``: E of the hook's kernel dead-man switch (controller/core/deadman.py), i.e. its kernel
+    stops accepting the VIP's traffic E seconds after the hook's last refresh, before the hook's
+    session can expire. The planner needs it to know that "hook session gone" means "kernel stopped"
+    even on a host probed up. None: no dead-man switch (memory backend) or a hook too old to say so;
+    the planner then assumes the kernel keeps serving.
     """
 
     host_id: str
@@ -270,6 +276,7 @@ class HookStatus:
     error: str = ""
     draining: frozenset[int] = frozenset()
     sessions: Mapping[int, int] = field(default_factory=dict)
+    deadman_s: float | None = None
 
 
 @dataclass(frozen=True)

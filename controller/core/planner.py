@@ -24,7 +24,17 @@ owner still drains; the drain ends (``draining`` None, a ``drain-end`` action wi
 counts) when it reports no tracked connection of the bucket at an epoch at or after the drain
 started, when ``max_drain_s`` has passed (the rest are cut), when it is found down, or when the
 bucket moves again; even while no host is eligible. A drainer whose hook is away keeps draining
-(uncounted, so until the maximum). A failed host's buckets never drain: their sessions are gone.
+(uncounted, so until the maximum), unless that hook ran with a dead-man switch (below): then its
+kernel cut the sessions and the drain ends. A failed host's buckets never drain: their sessions are gone.
+
+**A hook that died on a healthy host.** A hook whose status says it ran with a kernel dead-man
+switch (``HookStatus.deadman_s``, controller/core/deadman.py) took its kernel out of service E after
+its last refresh, before its ZooKeeper session could expire; a hook cut off from ZooKeeper
+self-fenced at half the session timeout and stopped refreshing too. So once such a hook's session
+is gone (it is not in ``members``) its buckets are released whatever the host's probes say: they
+go to survivors at once (:func:`deadman_fenced`), and failback brings them home when the hook
+returns. A hook without the field (memory backend, or an older hook) may have left a kernel that
+still serves: its healthy host keeps its buckets, as before.
 
 "Its hook's session is gone" proves a release only if a live hook would have re-registered by now.
 Right after a ZooKeeper outage every session may have expired while the hooks (rightly) kept
@@ -88,13 +98,29 @@ def eligible_hosts(view: ClusterView) -> tuple[str, ...]:
     )
 
 
-def keeps_buckets(view: ClusterView, host: str) -> bool:
-    """A host keeps what it owns unless it is known down or drained.
+def deadman_fenced(view: ClusterView, host: str, trust_absence: bool = True) -> bool:
+    """Has ``host``'s kernel provably stopped accepting because its hook's session is gone?
 
-    SUSPECT and UNKNOWN hosts keep (one slow probe must not move anything); a healthy host whose hook
-    died keeps too, since its kernel still serves the buckets and nobody could revoke them.
+    True when the hook is not a member, its last status says it ran with a dead-man switch, and an
+    absent member is to be believed (``trust_absence``: not right after a ZooKeeper outage, when
+    every session may have expired while the hooks rightly kept serving).
+    """
+    if not trust_absence or host in view.members or host not in view.spec.host_ids:
+        return False
+    status = view.statuses.get(host)
+    return status is not None and status.deadman_s is not None
+
+
+def keeps_buckets(view: ClusterView, host: str, trust_absence: bool = True) -> bool:
+    """A host keeps what it owns unless it is known down, drained, or its hook died with a dead-man switch.
+
+    SUSPECT and UNKNOWN hosts keep (one slow probe must not move anything). A healthy host whose hook
+    died keeps only when that hook had no dead-man switch (its kernel may still serve the buckets and
+    nobody could revoke them); with one, its kernel has stopped (:func:`deadman_fenced`).
     """
     if host not in view.spec.host_ids or host in view.intents.drained:
+        return False
+    if deadman_fenced(view, host, trust_absence):
         return False
     health = view.health.get(host)
     return health is None or health.state is not Health.DOWN
@@ -133,28 +159,33 @@ def can_drain(view: ClusterView, host: str) -> bool:
     return health is None or health.state is not Health.DOWN
 
 
-def keeps_draining(view: ClusterView, host: str) -> bool:
+def keeps_draining(view: ClusterView, host: str, trust_absence: bool = True) -> bool:
     """May a drain that has started go on? Unless the drainer is down, gone from the configuration,
-    or draining was switched off. A drainer whose hook is away keeps draining (its kernel still
-    serves the sessions, as keeps_buckets reasons for owners; a hook restart must not cut them),
-    only without counts, so until ``max_drain_s``."""
+    draining was switched off, or its hook died with a dead-man switch (its kernel cut the sessions).
+    A drainer whose hook is away without one keeps draining (its kernel may still serve the
+    sessions, as keeps_buckets reasons for owners), only without counts, so until ``max_drain_s``."""
     if view.spec.failback.max_drain_s <= 0 or view.spec.backend not in DRAIN_BACKENDS:
+        return False
+    if deadman_fenced(view, host, trust_absence):
         return False
     health = view.health.get(host)
     return host in view.spec.host_ids and (health is None or health.state is not Health.DOWN)
 
 
-def _drain_over(view: ClusterView, bucket: int, state: BucketState, now: float) -> tuple[str, int | None] | None:
+def _drain_over(view: ClusterView, bucket: int, state: BucketState, now: float,
+                trust_absence: bool = True) -> tuple[str, int | None] | None:
     """Why the drain of a granted bucket ends now, with how many sessions it cuts; None: it goes on."""
     host = state.draining
     assert host is not None
     status = view.statuses.get(host)
     counted = status is not None and status.epoch >= state.drain_epoch and bucket in status.sessions
     remaining = status.sessions[bucket] if counted and status is not None else None
-    if not keeps_draining(view, host):
+    if not keeps_draining(view, host, trust_absence):
         health = view.health.get(host)
         if health is not None and health.state is Health.DOWN:
             return f"{host} went down while draining", remaining
+        if deadman_fenced(view, host, trust_absence):
+            return f"the hook of {host} died while draining (its dead-man switch stopped its kernel)", remaining
         return f"{host} can no longer drain (not configured, or draining disabled)", remaining
     if remaining == 0:
         return f"the last session on {host} closed", 0
@@ -189,7 +220,7 @@ def _failback_allowed(view: ClusterView, home: str, now: float) -> tuple[bool, s
     return ok, f"failback to home host {home} (requested by operator)"
 
 
-def _why_leaving(view: ClusterView, host: str | None) -> str:
+def _why_leaving(view: ClusterView, host: str | None, trust_absence: bool = True) -> str:
     if host is None:
         return "unowned"
     if host in view.intents.drained:
@@ -199,14 +230,22 @@ def _why_leaving(view: ClusterView, host: str | None) -> str:
         return f"{host} is no longer in the configuration"
     if health is not None and health.state is Health.DOWN:
         return f"{host} down: {health.reason}" if health.reason else f"{host} down"
+    if deadman_fenced(view, host, trust_absence):
+        return f"hook of {host} died"
     return f"{host} gives it up"
 
 
 # --------------------------------------------------------------------------- stage 1: targets
 
 
-def compute_targets(view: ClusterView, now: float) -> tuple[dict[int, str | None], dict[int, str]]:
-    """Return (target owner per bucket, reason per bucket whose target differs from its owner)."""
+def compute_targets(
+    view: ClusterView, now: float, trust_absence: bool = True
+) -> tuple[dict[int, str | None], dict[int, str]]:
+    """Return (target owner per bucket, reason per bucket whose target differs from its owner).
+
+    ``trust_absence`` as in :func:`plan`: while False, a hook that is away never makes its host give
+    up its buckets (a ZooKeeper outage must not revoke every bucket).
+    """
     eligible = eligible_hosts(view)
     eligible_set = set(eligible)
     targets: dict[int, str | None] = {}
@@ -219,7 +258,7 @@ def compute_targets(view: ClusterView, now: float) -> tuple[dict[int, str | None
         if pin is not None and pin in eligible_set:
             targets[bucket] = pin
             reasons[bucket] = f"pinned to {pin} by operator"
-        elif home is not None and home == current and keeps_buckets(view, home):
+        elif home is not None and home == current and keeps_buckets(view, home, trust_absence):
             targets[bucket] = home
         elif home is not None and home in eligible_set and (current is not None or state.releasing is not None):
             # Also while the bucket is between revoke and grant: otherwise a failback revoke would be
@@ -228,11 +267,11 @@ def compute_targets(view: ClusterView, now: float) -> tuple[dict[int, str | None
             if allowed:
                 targets[bucket] = home
                 reasons[bucket] = why
-            elif current is not None and keeps_buckets(view, current):
+            elif current is not None and keeps_buckets(view, current, trust_absence):
                 targets[bucket] = current
             else:
                 orphans.append(bucket)
-        elif current is not None and keeps_buckets(view, current):
+        elif current is not None and keeps_buckets(view, current, trust_absence):
             targets[bucket] = current
         else:
             orphans.append(bucket)
@@ -259,7 +298,7 @@ def compute_targets(view: ClusterView, now: float) -> tuple[dict[int, str | None
         assert chosen is not None
         targets[bucket] = chosen
         load[chosen] += 1
-        reasons[bucket] = _why_leaving(view, previous)
+        reasons[bucket] = _why_leaving(view, previous, trust_absence)
     return targets, reasons
 
 
@@ -284,6 +323,10 @@ def _released(
     health = view.health.get(host)
     if host not in view.spec.host_ids or (health is not None and health.state is Health.DOWN):
         return True, f"{host} down and its hook's session is gone"
+    if deadman_fenced(view, host, trust_absence):
+        status = view.statuses[host]
+        return True, (f"its session is gone, so its dead-man switch stopped {host}'s kernel "
+                      f"(E {status.deadman_s:g} s after the hook's last refresh, before the session could expire)")
     if status is not None and status.epoch >= since_epoch and bucket not in status.held:
         return True, f"{host} released it at epoch {status.epoch} before its hook left"
     return False, f"waiting for the hook of {host} to return and release it (host not down)"
@@ -308,7 +351,7 @@ def plan(view: ClusterView, now: float, trust_absence: bool = True) -> Decision:
     if view.intents.paused:
         return Decision(current, False, (), {}, f"epoch {current.epoch}: paused by operator, changing nothing")
     if not eligible_hosts(view):
-        ends = _end_drains_only(view, now)
+        ends = _end_drains_only(view, now, trust_absence)
         if ends is not None:
             return ends
         return Decision(
@@ -318,7 +361,7 @@ def plan(view: ClusterView, now: float, trust_absence: bool = True) -> Decision:
             {},
             f"epoch {current.epoch}: no host is eligible (up, hook present, not drained): changing nothing",
         )
-    targets, reasons = compute_targets(view, now)
+    targets, reasons = compute_targets(view, now, trust_absence)
     epoch = current.epoch + 1
     new_buckets: dict[int, BucketState] = {}
     actions: list[Action] = []
@@ -329,12 +372,12 @@ def plan(view: ClusterView, now: float, trust_absence: bool = True) -> Decision:
         reason = reasons.get(bucket, "")
         ended: tuple[str, int | None] | None = None
         if state.draining is not None:
-            ended = _drain_over(view, bucket, state, now)
+            ended = _drain_over(view, bucket, state, now, trust_absence)
             if ended is not None:
                 new_state = state = replace(state, draining=None, drain_since=0.0, drain_epoch=0, drain_sessions=None)
         if state.owner is not None and state.owner != target and target is not None:
             owner = state.owner
-            gone = owner not in view.members and not keeps_buckets(view, owner)
+            gone = owner not in view.members and not keeps_buckets(view, owner, trust_absence)
             if gone:
                 ok, why = _released(view, owner, bucket, state.changed_epoch, trust_absence)
                 blocker = _held_elsewhere(view, bucket, target)
@@ -363,11 +406,11 @@ def plan(view: ClusterView, now: float, trust_absence: bool = True) -> Decision:
             )
             blocker = _held_elsewhere(view, bucket, target) if ok else None
             if ok and blocker is None:
-                grant_reason = "; ".join(x for x in (reason or _why_leaving(view, releasing), why) if x)
+                grant_reason = "; ".join(x for x in (reason or _why_leaving(view, releasing, trust_absence), why) if x)
                 actions.append(Action("grant", bucket, target, grant_reason))
                 new_state = BucketState(owner=target, changed_epoch=epoch, since=now)
                 drainer = state.draining
-                if drainer is not None and drainer != target and keeps_draining(view, drainer):
+                if drainer is not None and drainer != target and keeps_draining(view, drainer, trust_absence):
                     status = view.statuses.get(drainer)
                     count = status.sessions.get(bucket) if status is not None else None
                     new_state = replace(new_state, draining=drainer, drain_since=state.drain_since,
@@ -382,7 +425,7 @@ def plan(view: ClusterView, now: float, trust_absence: bool = True) -> Decision:
             left = status.sessions.get(bucket) if status is not None else None
             if new_state.owner == state.draining:
                 why = "it owns the bucket again, its sessions continue"
-            elif not keeps_draining(view, state.draining):
+            elif not keeps_draining(view, state.draining, trust_absence):
                 why = f"{state.draining} can no longer drain (down, not configured or draining disabled)"
             else:
                 why = "the bucket moves again"
@@ -397,13 +440,13 @@ def plan(view: ClusterView, now: float, trust_absence: bool = True) -> Decision:
     return Decision(new_map, changed, tuple(actions), targets, summary, waiting)
 
 
-def _end_drains_only(view: ClusterView, now: float) -> Decision | None:
+def _end_drains_only(view: ClusterView, now: float, trust_absence: bool = True) -> Decision | None:
     """With no host to move anything to, still end the drains that are over (a drain always ends)."""
     current = view.map
     buckets = dict(current.buckets)
     actions: list[Action] = []
     for bucket, state in sorted(current.buckets.items()):
-        ended = _drain_over(view, bucket, state, now) if state.draining is not None else None
+        ended = _drain_over(view, bucket, state, now, trust_absence) if state.draining is not None else None
         if ended is not None:
             actions.append(_drain_end(bucket, state, *ended))
             buckets[bucket] = replace(state, draining=None, drain_since=0.0, drain_epoch=0, drain_sessions=None)

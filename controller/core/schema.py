@@ -253,6 +253,8 @@ def encode_status(status: HookStatus) -> bytes:
             "error": status.error,
             "draining": sorted(status.draining),
             "sessions": {str(b): n for b, n in sorted(status.sessions.items())},
+            # Only with a dead-man switch: statuses without one stay byte-identical to before.
+            **({} if status.deadman_s is None else {"deadman_s": status.deadman_s}),
         },
     )
 
@@ -273,7 +275,22 @@ def decode_status(data: bytes, expected_host: str | None = None) -> HookStatus:
         error=_text(doc, "error", f"hook-status {hid}", ""),
         draining=_bucket_list(doc, "draining", f"hook-status {hid}"),
         sessions=_sessions(doc, f"hook-status {hid}"),
+        deadman_s=_deadman(doc, f"hook-status {hid}"),
     )
+
+
+#: Largest dead-man expiry a status may claim; the real one is a fraction of the session timeout (<= 20 s).
+MAX_DEADMAN_S = 3600.0
+
+
+def _deadman(doc: Mapping[str, Any], where: str) -> float | None:
+    """The hook's dead-man expiry E in seconds; None when absent (no switch, or an older hook)."""
+    if doc.get("deadman_s") is None:
+        return None
+    value = _float(doc, "deadman_s", where)
+    if not 0 < value <= MAX_DEADMAN_S:
+        raise SchemaError(f"{where}.deadman_s: {value:g} is outside (0, {MAX_DEADMAN_S:g}] seconds")
+    return value
 
 
 def _bucket_list(doc: Mapping[str, Any], key: str, where: str) -> frozenset[int]:

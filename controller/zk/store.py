@@ -38,6 +38,8 @@ class StoreSnapshot:
     intents: Intents
     intents_version: int
     problems: tuple[str, ...] = field(default=())
+    #: znode version of each host's status as read (hosts without a status znode are absent)
+    status_versions: Mapping[str, int] = field(default_factory=dict)
 
 
 class ClusterStore:
@@ -127,12 +129,15 @@ class ClusterStore:
         with mapped_errors(f"reading cluster {name}"):
             pending_map = self.client.get_async(layout.map_path(name))
             pending_intents = self.client.get_async(layout.intents_path(name))
-            pending_members = {h: self.client.get_async(layout.member_path(name, h)) for h in hosts}
+            # Statuses before members: a session's requests are served in order, so a member read as
+            # absent was absent when its status was read, and that status version predates any
+            # registration since (a hook registers with a status write): write_map can check it.
             pending_status = {h: self.client.get_async(layout.status_path(name, h)) for h in hosts}
+            pending_members = {h: self.client.get_async(layout.member_path(name, h)) for h in hosts}
             map_reply = _await(pending_map)
             intents_reply = _await(pending_intents)
-            member_replies = {h: _await(r) for h, r in pending_members.items()}
             status_replies = {h: _await(r) for h, r in pending_status.items()}
+            member_replies = {h: _await(r) for h, r in pending_members.items()}
         if map_reply is None:
             bucket_map, version = BucketMap.empty(name, self.spec.buckets), -1
         else:
@@ -154,6 +159,7 @@ class ClusterStore:
                 member.host_id, member.address, member.version, member.backend, reply[1].ephemeralOwner
             )
         statuses: dict[str, HookStatus] = {}
+        status_versions = {h: reply[1].version for h, reply in status_replies.items() if reply is not None}
         for host, reply in status_replies.items():
             if reply is None or not reply[0]:
                 continue  # none, or made empty in advance by `acl init` (docs/security.md)
@@ -166,7 +172,8 @@ class ClusterStore:
                 problems.append(f"{layout.status_path(name, host)}: reports buckets above {self.spec.buckets}")
                 continue
             statuses[host] = status
-        return StoreSnapshot(bucket_map, version, members, statuses, intents, intents_version, tuple(problems))
+        return StoreSnapshot(bucket_map, version, members, statuses, intents, intents_version, tuple(problems),
+                             status_versions)
 
     def read_health(self) -> dict[str, HostHealth]:
         with mapped_errors(f"reading health of {self.name}"):
@@ -200,17 +207,26 @@ class ClusterStore:
 
     # ------------------------------------------------------------------ writes (controller)
 
-    def write_map(self, new_map: BucketMap, expected_version: int, fence_path: str | None) -> bool:
+    def write_map(self, new_map: BucketMap, expected_version: int, fence_path: str | None,
+                  absent_statuses: Mapping[str, int] | None = None) -> bool:
         """Compare-and-set the map, fenced by the writer's election znode.
 
-        Returns False (and writes nothing) when another writer changed the map first or the fence
-        znode is gone (this replica lost its session and with it the leadership).
+        ``absent_statuses``: host -> status znode version read while that host's hook was absent. A
+        hook registers in one transaction with a write of its status, so checking those versions
+        makes the write fail if an absent hook came back after the snapshot: the decision may have
+        counted its absence as a release, and the returning hook may already have read the old map.
+
+        Returns False (and writes nothing) when another writer changed the map first, the fence
+        znode is gone (this replica lost its session and with it the leadership), or an absent hook
+        registered meanwhile.
         """
         data = schema.encode_map(new_map)
         path = layout.map_path(self.name)
         txn = self.client.transaction()
         if fence_path is not None:
             txn.check(fence_path, 0)
+        for host, version in sorted((absent_statuses or {}).items()):
+            txn.check(layout.status_path(self.name, host), version)
         if expected_version < 0:
             txn.create(path, data)
         else:

@@ -8,9 +8,11 @@ A :class:`~clusterlab.ownership.KernelOwnershipChecker` reads every host's nft `
 when the host's dead-man timer ran out) at least ten times a second and counts samples in which two
 live hosts hold one bucket (target 0). Crashed hosts are left out while their links are down: no
 packet reaches them. Meanwhile clients keep connecting (a BannerWatch over 16 sources at a bounded
-20 attempts/s) and the map is polled 5 times a second: the report adds client failures (explained by
-a fault or a handoff, or not) and false failovers (a bucket taken from a host under no fault;
-clusterlab/chaos_judge.py).
+20 attempts/s), the map is polled 5 times a second and the controllers' decision history is
+collected every second: the report adds client failures (explained by a fault or a handoff, or not)
+and every revoke attributed, from the reason the planner recorded with it, to a fault, a failback or
+an operator request; a revoke for a down verdict or a dead hook on a host under no fault is a false
+failover (clusterlab/chaos_judge.py).
 
     .venv/bin/python deploy/lab/chaos.py --seconds 600          # the soak
     .venv/bin/python deploy/lab/chaos.py --seconds 20 --json     # what tests/lab/test_chaos.py runs
@@ -31,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from clusterlab import chaos_judge, netns
-from clusterlab.chaos_judge import FaultWindow, MapPoller
+from clusterlab.chaos_judge import FaultWindow, HistoryCollector, MapPoller
 from clusterlab.errors import LabError
 from clusterlab.measure import BannerWatch
 from clusterlab.ownership import KernelOwnershipChecker, OwnershipReport
@@ -53,18 +55,23 @@ class ChaosReport:
     converged_after: bool = False
     #: client attempts by outcome, runs of failures (explained by a fault/handoff or not), longest run
     clients: dict[str, object] = field(default_factory=dict)
-    #: buckets taken away from a host under no fault (an upper bound: the map is polled, see
-    #: clusterlab/chaos_judge.py), and how many owner changes there were
+    #: revokes from the controllers' history for a down verdict or a dead hook on a host under no
+    #: fault (exact: the planner's own reason, see clusterlab/chaos_judge.py)
     false_failovers: list[str] = field(default_factory=list)
-    #: moves away from a temporary (non-home) owner under no fault: failback churn or false failovers
-    unclear_moves: list[str] = field(default_factory=list)
+    #: revokes whose recorded reason the judge does not know (should stay empty)
+    unattributed_moves: list[str] = field(default_factory=list)
+    #: every revoke by cause: "fault <kind>", "failback", "operator", "false failover", "unattributed"
+    moves: dict[str, object] = field(default_factory=dict)
+    #: owner changes seen by the map poller, and revokes in the history (a cross-check)
     owner_changes: int = 0
     #: "<kind> <host> <start> <end>" in wall-clock seconds, to check flagged moves and client failures
     fault_windows: list[str] = field(default_factory=list)
+    #: os.getloadavg() at the end of the run (1, 5, 15 min): timings depend on it
+    load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def ok(self) -> bool:
         return (self.ownership.get("double_owner_samples") == 0 and not self.process_crashes
-                and self.converged_after)
+                and self.converged_after and not self.false_failovers)
 
 
 class Chaos:
@@ -176,6 +183,7 @@ def run(seconds: float, seed: int, hosts: int = 4, hold: tuple[float, float] = (
         chaos.t0 = time.monotonic()
         initial = {b: o for b, (o, *_) in chaos_judge.read_map(lab).items()}
         poller = MapPoller(lambda: chaos_judge.read_map(lab)).start()
+        history = HistoryCollector(lambda known: chaos_judge.read_history(lab, known)).start()
         clients = BannerWatch(lab, list(lab.topo.client_sources), interval_s=0.8, timeout_s=1.0,
                               duration_s=seconds + max_extra_s + 300, max_sources=16)
         clients.__enter__()
@@ -201,14 +209,17 @@ def run(seconds: float, seed: int, hosts: int = 4, hold: tuple[float, float] = (
         finally:
             result = checker.stop()
             changes = poller.stop()
+            events = history.stop()
             try:
                 transitions = clients.stop()
             finally:
                 clients.__exit__()
         ended = time.time()
-        homes = {b: h for h in lab.host_names for b in lab.home_buckets(h)}
-        report.false_failovers = chaos_judge.false_failovers(changes, chaos.windows, homes)
-        report.unclear_moves = chaos_judge.false_failovers(changes, chaos.windows, homes, temporary=True)
+        moves = chaos_judge.move_summary(chaos_judge.judge_moves(events, chaos.windows), chaos.windows)
+        report.false_failovers = moves["false_failovers"]
+        report.unattributed_moves = moves["unattributed"]
+        report.moves = {"revokes": moves["revokes"], "by_cause": moves["by_cause"],
+                        "history_events": len(events), "history_read_errors": history.errors}
         report.owner_changes = len(changes)
         report.fault_windows = [f"{w.kind} {w.host} {w.start:.2f} {w.end or 0:.2f}" for w in chaos.windows]
         report.clients = {**chaos_judge.totals(clients.outcomes),
@@ -219,6 +230,7 @@ def run(seconds: float, seed: int, hosts: int = 4, hold: tuple[float, float] = (
         report.timeline = chaos.timeline
         report.process_crashes += chaos.crashes
         report.ownership = {**asdict(result), "rate_hz": round(result.rate_hz, 1)}
+        report.load_average = os.getloadavg()
     return report
 
 
@@ -243,11 +255,13 @@ def main() -> None:
         cl = report.clients
         print(f"clients: {cl['sources']} sources, {cl['attempts']} attempts, {cl['answered']} answered; failure runs "
               f"{cl['failure_runs']} ({cl['unexplained_runs']} not explained by a fault or handoff), longest "
-              f"{cl['longest_failure_s']} s; owner changes {report.owner_changes}; false failovers (from a home host "
-              f"under no fault) {len(report.false_failovers)}, unclear moves from a temporary owner "
-              f"{len(report.unclear_moves)}; load average {os.getloadavg()}")
+              f"{cl['longest_failure_s']} s; owner changes seen by the map poller {report.owner_changes}")
+        print(f"revokes in the controllers' history {report.moves['revokes']} by cause {report.moves['by_cause']}; "
+              f"false failovers (a down verdict or dead hook on a host under no fault) {len(report.false_failovers)}; "
+              f"unattributed {len(report.unattributed_moves)}; history events {report.moves['history_events']} "
+              f"(read errors {report.moves['history_read_errors']}); load average {report.load_average}")
         for line in [*own["examples"], *report.process_crashes, *report.false_failovers,  # type: ignore[misc]
-                     *cl["examples"]]:  # type: ignore[misc]
+                     *report.unattributed_moves, *cl["examples"]]:  # type: ignore[misc]
             print(f"  {line}")
     sys.exit(0 if report.ok() else 1)
 

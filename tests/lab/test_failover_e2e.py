@@ -193,30 +193,52 @@ def test_login_impossible(stack: LabStack) -> None:
         stack.restore_logins("h4")
 
 
-def test_hook_crash_moves_nothing_and_alerts(stack: LabStack) -> None:
-    """A hook crash on a healthy host: nothing moves and the leader alerts. Since the dead-man switch
-    (docs/failure-modes.md) the host's kernel also stops answering its buckets E after the hook died
-    (E < session timeout), so no survivor could ever double-serve them; the restarted hook (systemd's
-    Restart=always in production) re-reads the map, applies it and re-arms, and its clients are
-    served again. Sessions of the other hosts' buckets never notice."""
+def test_hook_crash_alerts_and_survivors_serve_until_it_returns(stack: LabStack) -> None:
+    """A hook crash on a healthy host (issue 7 asked "nothing moves, alert visible" before the dead-man
+    switch existed, when the kernel kept serving). Now the host's kernel stops answering E = 0.6 T
+    after the hook's last refresh (docs/failure-modes.md), before its session can expire, and the
+    hook's status says so (``deadman_s``): once the session is gone the controller moves its buckets
+    to survivors at once although the host is probed up, alerts, and fails them back when the
+    restarted hook has registered and applied the map. Sessions of the other hosts never notice.
+
+    Not tested here: "the hook is back before its session expired, nothing moves". A restarted hook
+    cannot register while its old registration lives (duplicate-host protection), so it always
+    passes through an absence that the controller (woken by the member watch) nearly always sees
+    first; a restart faster than T does not help. See docs/failure-modes.md.
+    """
     before = stack.owners()
     sessions = sample_sessions(stack)
     own = [s for s in stack.topo.client_sources if before.get(stack.bucket_of(s)) == "h1"]
-    killed = time.monotonic()
-    stack.kill_hook("h1")
+    killed: list[float] = []
+    restarted = False
     try:
-        def alerted() -> bool:
-            leader = stack.leader()
-            return leader is not None and "hook of h1 is not running" in stack.log_tail(f"controller-{leader}", 200)
-
-        wait_for(alerted, timeout_s=10 * stack.session_timeout_s, what="the leader's alert about h1's hook")
-        # the hook's last heartbeat (every T/20) came before the kill: its session can expire T - T/20 after it
-        assert time.monotonic() - killed >= 0.9 * stack.session_timeout_s
-        assert stack.owners() == before, "a hook crash on a healthy host must not move buckets"
-        silent = stack.banners(own[:8], timeout_s=1.0)
-        assert all(h is None for h in silent.values()), f"h1's kernel still answers without its hook: {silent}"
-    finally:
+        times = measure_failover(stack, "h1", lambda: (killed.append(time.time()), stack.kill_hook("h1")),
+                                 bound_s=15.0)
+        leader = stack.leader()
+        assert leader is not None
+        log = stack.log_tail(f"controller-{leader}", 400)
+        assert "hook of h1 is not running" in log, "the leader did not alert about h1's hook"
+        out = stack.ctl("history", "--config", str(stack.config_path), "--json")
+        grants = [e for e in json.loads(out.stdout)["events"] if e["event"] == "grant" and e["time"] >= killed[0]
+                  and before.get(e["bucket"]) == "h1"]
+        assert {e["bucket"] for e in grants} == {b for b, o in before.items() if o == "h1"}, grants
+        assert all("dead-man switch" in e["reason"] for e in grants), [e["reason"] for e in grants]
+        # The grants were decided after h1's session was gone: its last heartbeat (every T/20) came
+        # before the kill, so the session can expire T - T/20 after it at the earliest.
+        moved_after = min(e["time"] for e in grants) - killed[0]
+        assert moved_after >= 0.9 * stack.session_timeout_s, moved_after
+        print(f"hook crash: h1's clients answered by survivors after p50 {sorted(times)[len(times) // 2]:.2f} s, "
+              f"max {max(times):.2f} s")
+        moved = stack.owners()
+        assert not any(o == "h1" for o in moved.values()), moved
+        assert all(moved[b] == o for b, o in before.items() if o != "h1"), "other hosts' buckets moved"
+        # Survivors answer every source once; h1's kernel (its hook dead) answers nobody.
+        assert_clients_served(stack, down={"h1"})
         stack.start_hook("h1")
+        restarted = True
+    finally:
+        if not restarted:
+            stack.start_hook("h1")
     stack.wait_converged(60, expect=homes(stack))
     assert stack.owners() == before
     wait_for(lambda: all(h == "h1" for h in stack.banners(own[:8], timeout_s=1.0).values()), timeout_s=30,
@@ -225,8 +247,8 @@ def test_hook_crash_moves_nothing_and_alerts(stack: LabStack) -> None:
     report = sessions.stop()
     assert_unaffected_sessions_survived(report, {"h1"})
     h1 = {s: r for s, r in report.items() if r["host"] == "h1"}
-    print(f"hook crash: h1's own sessions (stalled while its kernel was silent): "
-          f"{sum(1 for r in h1.values() if not r['broken'])}/{len(h1)} survived")
+    print(f"hook crash: grants decided {moved_after:.2f} s after the kill; h1's own sessions "
+          f"{sum(1 for r in h1.values() if not r['broken'])}/{len(h1)} survived (moved buckets are reset)")
 
 
 def test_controller_leader_killed_no_client_impact(stack: LabStack) -> None:

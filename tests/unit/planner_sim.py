@@ -56,6 +56,17 @@ class Sim:
         self.decisions: list[Decision] = []
         #: connections each host's conntrack still tracks per bucket (absent: none)
         self.sessions: dict[str, dict[int, int]] = {}
+        #: E each hook reports for its kernel dead-man switch (None: none, like the memory backend)
+        self.deadman_s: float | None = None
+
+    def kill_hook(self, host: str) -> None:
+        """The hook of ``host`` dies and its session expires; its last status stays; the host stays up."""
+        self.members.pop(host, None)
+
+    def start_hook(self, host: str) -> None:
+        """A restarted hook registers, applies the current map and publishes what its kernel holds."""
+        self.members[host] = Member(host, "127.0.0.1", "test", self.spec.backend)
+        self.apply(host)
 
     def view(self) -> ClusterView:
         return ClusterView(self.spec, self.map, 0, self.health, self.members, self.statuses, self.intents)
@@ -74,7 +85,7 @@ class Sim:
             tracked = self.sessions.get(host, {})
             counts = {b: tracked.get(b, 0) for b in draining}
             self.statuses[host] = HookStatus(host, self.map.epoch, self.map.owned_by(host), self.now,
-                                             draining=draining, sessions=counts)
+                                             draining=draining, sessions=counts, deadman_s=self.deadman_s)
 
     def apply_all(self) -> None:
         for host in self.members:
@@ -98,7 +109,7 @@ class Sim:
     def recover(self, host: str) -> None:
         self.health[host] = HostHealth(host, Health.UP, self.now, "")
         self.members[host] = Member(host, "127.0.0.1", "test", self.spec.backend)
-        self.statuses[host] = HookStatus(host, self.map.epoch, frozenset(), self.now)
+        self.statuses[host] = HookStatus(host, self.map.epoch, frozenset(), self.now, deadman_s=self.deadman_s)
 
     def counts(self, hosts: Iterable[str]) -> dict[str, int]:
         return {h: len(self.map.owned_by(h)) for h in hosts}

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from controller.core.deadman import HEARTBEAT_FRACTION, MAX_FRACTION, deadman_timing, whole_seconds_backend
 from controller.core.errors import BackendError, ConfigError
-from controller.core.model import ClusterSpec, HashSettings, HostSpec, ZooKeeperSettings
+from controller.core.model import ClusterSpec, HashSettings, HookStatus, HostSpec, ZooKeeperSettings
 from node_hook.agent import HookAgent
 from node_hook.backends import create_backend
 from node_hook.backends._deadman_ipt import RecentDeadman
@@ -228,3 +228,45 @@ def test_memory_backend_has_no_dead_man_loop() -> None:
     agent = HookAgent(SPEC, ZooKeeperSettings(), "h1", MemoryBackend(4))
     assert agent.deadman is None
     agent.refresh_deadman()  # a no-op
+
+
+def test_published_status_tells_the_controller_about_the_switch() -> None:
+    backend = TimerBackend(0.9)
+    agent = _agent(backend)
+    published: list[HookStatus] = []
+    agent.store.publish_status = published.append  # type: ignore[method-assign]
+    agent._map_stale = False
+    agent._maybe_arm(time.monotonic())  # the status written right before arming
+    assert published[-1].deadman_s == 0.9 and agent._status().deadman_s == 0.9
+    memory = HookAgent(SPEC, ZooKeeperSettings(), "h1", MemoryBackend(4))
+    assert memory._status().deadman_s is None  # no switch: the controller keeps the old rule
+
+
+def test_stop_clears_the_timer_before_closing_the_session() -> None:
+    """A closed session vanishes at once, and the controller counts a vanished hook with a switch as
+    released: the kernel must have stopped accepting before that."""
+    backend = TimerBackend(0.9)
+    agent = _agent(backend)
+    order: list[str] = []
+    backend.disarm_alive = lambda: order.append("disarm")  # type: ignore[method-assign]
+    agent.client.stop = lambda: order.append("close session")  # type: ignore[method-assign]
+    agent.client.close = lambda: None  # type: ignore[method-assign]
+    agent.state.alive_armed = True
+    agent.stop()
+    assert order == ["disarm", "close session"] and not agent.state.alive_armed
+
+
+def test_stop_waits_out_the_timer_when_it_cannot_clear_it() -> None:
+    backend = TimerBackend(0.3)
+    agent = _agent(backend)
+    closed: list[float] = []
+
+    def fail() -> None:
+        raise BackendError("netlink: permission denied")
+
+    backend.disarm_alive = fail  # type: ignore[method-assign]
+    agent.client.stop = lambda: closed.append(time.monotonic())  # type: ignore[method-assign]
+    agent.client.close = lambda: None  # type: ignore[method-assign]
+    agent._alive_at = time.monotonic()
+    agent.stop()
+    assert closed and closed[0] - agent._alive_at >= 0.3  # the session closed only after E

@@ -182,3 +182,24 @@ def test_hostile_status_drain_fields_are_rejected(patch: dict[str, object], prob
     doc.update(patch)
     with pytest.raises(SchemaError, match=problem):
         schema.decode_status(json.dumps(doc).encode(), "unix1")
+
+
+def test_status_deadman_field_round_trips_and_is_optional() -> None:
+    armed = HookStatus("unix1", 3, frozenset({1}), 1.0, deadman_s=0.9)
+    assert schema.decode_status(schema.encode_status(armed), "unix1") == armed
+    plain = HookStatus("unix1", 3, frozenset({1}), 1.0)
+    assert b"deadman_s" not in schema.encode_status(plain)  # statuses without a switch stay as before
+    old = json.loads(schema.encode_status(plain))  # written by a hook that predates the field
+    assert schema.decode_status(json.dumps(old).encode(), "unix1").deadman_s is None
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [(0, "outside"), (-1.0, "outside"), (1e9, "outside"), ("0.9", "finite number"), (True, "finite number"),
+     (float("inf"), "finite number")],
+)
+def test_hostile_status_deadman_field_is_rejected(value: object, problem: str) -> None:
+    doc = json.loads(schema.encode_status(HookStatus("unix1", 3, frozenset({1}), 1.0)))
+    doc["deadman_s"] = value
+    with pytest.raises(SchemaError, match=problem):
+        schema.decode_status(json.dumps(doc).encode(), "unix1")

@@ -2,12 +2,15 @@
 
 * :class:`MapPoller` reads the bucket map from ZooKeeper a few times a second and keeps every
   change of a bucket's owner (wall clock, like the clients' timestamps).
-* :func:`false_failovers`: a bucket taken away from a host that was not under a fault (from the
-  fault's start to a grace period after its heal) is a false failover, unless it went back to its
-  home host (failback after an earlier, legitimate failover). The host that lost the bucket is the
-  map's ``releasing`` when the poll sees a revoke, else the owner at the previous poll. Polling can
-  miss epochs (a bucket that went X -> Y -> nobody between two polls looks as if it left X), so the
-  count is an upper bound; each entry names the nearest fault so a reader can check it.
+* :class:`HistoryCollector` reads the controllers' decision history (``history/event-<seq>``,
+  controller/core/zk_layout.py) every second and keeps every event once, before the leader prunes
+  it. :func:`judge_moves` then attributes *every* revoke exactly, from the reason the planner wrote
+  with it: away from a host under a fault (a down verdict or a dead hook, during the fault or within
+  a grace period after its heal), a failback, or an operator's request; a revoke for a down verdict
+  or a dead hook on a host under no fault is a false failover, and a reason the judge does not know
+  is listed as unattributed. (It replaced a guess from the polled map, which could not tell a
+  failback whose target changed between two polls from a false failover: 42 "unclear" moves in
+  the first soak with the dead-man switch.)
 * :func:`client_failures`: every run of failed attempts of a client source (no banner) is explained
   when, around it, its bucket's owner was a faulted host or the bucket had no owner (a handoff);
   otherwise it is reported as unexplained.
@@ -80,6 +83,131 @@ class MapPoller:
                 self._last[bucket] = owner
 
 
+@dataclass(frozen=True)
+class Move:
+    """One revoke from the controllers' history and what the judge attributes it to."""
+
+    at: float
+    epoch: int
+    bucket: int
+    host: str
+    reason: str
+    cause: str  # "fault <kind> <host>", "failback", "operator", "false failover", "unattributed"
+
+
+class HistoryCollector:
+    """Reads the decision history every ``interval_s`` on a thread; every event once (by znode name).
+
+    ``read(known)`` returns {znode name: event} for the names not in ``known``; a failed read (a
+    fault slowed ZooKeeper) is counted and retried. The leader prunes to the newest 1,000 events, so
+    a collector that reads every second never misses one at chaos rates (a few events per second).
+    """
+
+    def __init__(self, read: Callable[[set[str]], Mapping[str, Any]], interval_s: float = 1.0) -> None:
+        self.read = read
+        self.interval_s = interval_s
+        self.events: dict[str, Any] = {}
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="history-collector", daemon=True)
+
+    def start(self) -> HistoryCollector:
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[Any]:
+        """Stop after one last read; the events oldest first (ZooKeeper's sequence order)."""
+        self._stop.set()
+        self._thread.join(timeout=15)
+        self._once()
+        return [self.events[name] for name in sorted(self.events)]
+
+    def _once(self) -> None:
+        try:
+            self.events.update(self.read(set(self.events)))
+        except Exception:  # ZooKeeper slow or down (a fault): the next read catches up
+            self.errors += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._once()
+
+
+def read_history(lab: Any, known: set[str]) -> dict[str, Any]:
+    """New history events of the lab's cluster ({znode name: HistoryEvent}); all gets pipelined."""
+    from controller.core import schema
+    from controller.core import zk_layout as layout
+
+    client = lab._reader()
+    path = layout.history_path("lab")
+    names = [n for n in client.get_children_async(path).get(timeout=5) if n not in known]
+    pending = {n: client.get_async(f"{path}/{n}") for n in names}
+    out: dict[str, Any] = {}
+    for name, reply in pending.items():
+        try:
+            data, _ = reply.get(timeout=5)
+        except Exception:  # pruned between listing and reading: older than anything we still need
+            continue
+        try:
+            out[name] = schema.decode_event(data)
+        except Exception:  # not an event this judge can read: kept as None (judge_moves skips it)
+            out[name] = None
+    return out
+
+
+#: Reasons the planner writes (controller/core/planner.py) and what they mean for the judge.
+_FAILBACK = "failback to home host"
+_OPERATOR = ("pinned to", "drained", "is no longer in the configuration")
+
+
+def _cause(reason: str, host: str) -> str:
+    """What the planner said it revoked ``host``'s bucket for: "failback", "operator", "fault", or "?"."""
+    if reason.startswith(_FAILBACK):
+        return "failback"
+    if reason.startswith(f"{host} down") or reason.startswith(f"hook of {host} died"):
+        return "fault"
+    if any(reason.startswith(p) or reason.startswith(f"{host} {p}") for p in _OPERATOR):
+        return "operator"
+    return "?"
+
+
+def judge_moves(events: Sequence[Any], faults: Sequence[FaultWindow], grace_s: float = 5.0) -> list[Move]:
+    """Attribute every revoke in ``events`` (HistoryEvent objects): see the module docstring.
+
+    A revoke for a fault counts for the fault on its host whose window (plus ``grace_s`` after the
+    heal: a down verdict or a hook's session expiry can trail a short fault) contains it; the
+    latest such fault is named. Without one it is a false failover.
+    """
+    moves: list[Move] = []
+    for event in events:
+        if event is None or event.kind != "revoke" or event.bucket is None or event.from_host is None:
+            continue
+        host = event.from_host
+        cause = _cause(event.reason, host)
+        if cause == "fault":
+            hits = [f for f in faults if f.kind in HOST_FAULTS and f.host == host and f.start <= event.time
+                    <= (f.end if f.end is not None else float("inf")) + grace_s]
+            cause = f"fault {hits[-1].kind} {host}" if hits else "false failover"
+        elif cause == "?":
+            cause = "unattributed"
+        moves.append(Move(event.time, event.epoch, event.bucket, host, event.reason, cause))
+    return moves
+
+
+def move_summary(moves: Sequence[Move], faults: Sequence[FaultWindow]) -> dict[str, Any]:
+    """Counts per cause (faults by kind), and every false failover and unattributed move spelled out."""
+    counts: dict[str, int] = {}
+    for move in moves:
+        key = " ".join(move.cause.split()[:2]) if move.cause.startswith("fault") else move.cause
+        counts[key] = counts.get(key, 0) + 1
+    def flagged(cause: str) -> list[str]:
+        return [f"{m.at:.2f} epoch {m.epoch}: bucket {m.bucket} revoked from {m.host} ({m.reason}); "
+                f"{nearest_fault(faults, m.at)}" for m in moves if m.cause == cause]
+
+    return {"revokes": len(moves), "by_cause": dict(sorted(counts.items())),
+            "false_failovers": flagged("false failover"), "unattributed": flagged("unattributed")}
+
+
 def read_map(lab: Any) -> dict[int, tuple[str | None, str | None, str | None]]:
     """{bucket: (owner, target, releasing)} of the lab's map, with the lab's shared reader (bounded wait)."""
     from controller.core import schema
@@ -115,30 +243,6 @@ def _faulted(faults: Sequence[FaultWindow], host: str | None, start: float, end:
         if fault.start <= end and start <= f_end:
             return True
     return False
-
-
-def false_failovers(changes: Sequence[OwnerChange], faults: Sequence[FaultWindow], homes: Mapping[int, str],
-                    grace_s: float = 5.0, temporary: bool = False) -> list[str]:
-    """Moves of a bucket away from a host that was under no fault, other than back to its home.
-
-    With ``temporary=False`` only moves away from the bucket's *home* host count (a certain false
-    failover: nothing but a down verdict takes a bucket from its home). With ``temporary=True`` the
-    moves away from a host holding it temporarily (after an earlier failover) are listed instead:
-    a failback revoked towards home whose target changed before the next poll (the home host was hit
-    again) looks the same as a false failover of the temporary owner, so these are ambiguous.
-    """
-    out = []
-    for change in changes:
-        if change.before is None:
-            continue  # a grant of a bucket that was moving: its revoke was judged already
-        loser = change.releasing if change.after is None and change.releasing else change.before
-        home = homes.get(change.bucket)
-        going_home = home in (change.after, change.target) and loser != home
-        if going_home or _faulted(faults, loser, change.at, change.at, grace_s) or (loser != home) != temporary:
-            continue
-        out.append(f"{change.at:.2f}: bucket {change.bucket} left {loser} for {change.after or 'nobody'} "
-                   f"(target {change.target}) with no fault on {loser}; {nearest_fault(faults, change.at)}")
-    return out
 
 
 def owner_at(changes: Sequence[OwnerChange], initial: Mapping[int, str | None], bucket: int,

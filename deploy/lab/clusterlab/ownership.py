@@ -48,6 +48,11 @@ class OwnershipReport:
     single_round_overlaps: int = 0
     examples: list[str] = field(default_factory=list)
     longest_unowned_s: float = 0.0
+    #: "bucket B unowned <start>s-<end>s (<length> s)" in seconds since the checker started (the chaos
+    #: timeline's clock), for the longest episode and for every episode longer than ``long_unowned_s``
+    longest_unowned: str = ""
+    long_unowned: list[str] = field(default_factory=list)
+    long_unowned_count: int = 0
 
     @property
     def rate_hz(self) -> float:
@@ -72,6 +77,8 @@ class KernelOwnershipChecker:
         self._unowned_since: dict[int, float] = {}
         self._seq = 0
         self.reply_timeout_s = 2.0
+        #: unowned episodes longer than this are listed (the default profile's crash failover bound)
+        self.long_unowned_s = 2.0
 
     def start(self) -> None:
         for host, ns in self.namespaces.items():
@@ -172,7 +179,15 @@ class KernelOwnershipChecker:
             if bucket in held:
                 since = self._unowned_since.pop(bucket, None)
                 if since is not None:
-                    report.longest_unowned_s = max(report.longest_unowned_s, current.start - since)
+                    length = current.start - since
+                    episode = (f"bucket {bucket} unowned {since - self._started:.2f}s-"
+                               f"{current.start - self._started:.2f}s ({length:.2f} s)")
+                    if length > report.longest_unowned_s:
+                        report.longest_unowned_s, report.longest_unowned = length, episode
+                    if length > self.long_unowned_s:
+                        report.long_unowned_count += 1
+                        if len(report.long_unowned) < 40:
+                            report.long_unowned.append(episode)
             else:
                 self._unowned_since.setdefault(bucket, current.end)
         self._previous = current
