@@ -97,11 +97,14 @@ class ProbeScheduler:
         self._wake_w.setblocking(False)
         self._wake_fd = self._wake_r.fileno()
         self._poll.register(self._wake_fd, select.EPOLLIN)
-        self._max_sockets = _socket_budget()
+        budget = _socket_budget()
+        # Idle sockets kept for reuse (controller/probes/banner.py) come out of the same fd budget.
+        pool_max = min(256, budget // 8)
+        self._max_sockets = budget - pool_max
         self._banner = BannerProber(
             self._poll, settings.connect_timeout_s, settings.banner_timeout_s, self._on_banner,
             self._on_late_banner, settings.late_banner_s, settings.late_sockets_per_host,
-            late_total=max(16, self._max_sockets // 4),
+            late_total=max(16, budget // 4), pool_max=pool_max,
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -185,8 +188,10 @@ class ProbeScheduler:
                 self._start_due(time.monotonic())
                 wait = self._next_wake(time.monotonic())
                 # ms resolution, rounded up to wait at least ``wait`` (as selectors does); room for
-                # every registered fd, so that no ready socket is left for the next round
-                events = self._poll.poll(math.ceil(wait * 1e3) * 1e-3, self._banner.in_flight + 1)
+                # every registered fd (idle pooled sockets too), so that no ready socket is left for
+                # the next round
+                banner = self._banner
+                events = self._poll.poll(math.ceil(wait * 1e3) * 1e-3, banner.in_flight + banner.pooled + 1)
                 now = time.monotonic()
                 for fd, mask in events:  # ready sockets first: our own lateness is no timeout
                     if fd == self._wake_fd:
