@@ -109,6 +109,8 @@ class _Probe:
     fd: int = -1
     #: finished: its socket was closed or went back to the pool (deadline entries left are stale)
     done: bool = False
+    #: the socket's address family (``socket.family`` builds an enum member per call: not per probe)
+    family: int = 0
 
 
 class BannerProber:
@@ -200,7 +202,7 @@ class BannerProber:
             self._poll.register(fd, _WATCH)
         timeout = self._banner_timeout if banner_timeout_s is None else banner_timeout_s
         deadline = now + self._connect_timeout
-        probe = _Probe(target, sock, now, deadline, timeout, fd=fd)
+        probe = _Probe(target, sock, now, deadline, timeout, fd=fd, family=family)
         self._by_fd[fd] = probe
         self._connecting.append((deadline, probe))
 
@@ -357,7 +359,7 @@ class BannerProber:
         # the peer), and the disconnect resets it like SO_LINGER 0. A failed connect is closed.
         if (reuse and probe.connected and self._pooled < self._pool_max and _disconnect is not None
                 and _disconnect(probe.fd) == 0):
-            self._pool.setdefault(sock.family, []).append(sock)
+            self._pool.setdefault(probe.family, []).append(sock)
             self._pooled += 1
             return
         # No epoll unregister (a syscall per probe): closing the socket's only fd removes it from
