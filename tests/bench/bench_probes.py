@@ -11,7 +11,8 @@ cost:   controller CPU per level-1 probe against one selectors banner server on 
         Counted: this whole process (user + system, as getrusage reports it), also shown split and
         for the probe thread alone. Conservative: on loopback the kernel runs the server's side of
         each handshake (SYN, child socket, the reset at the end) inside our own system calls, so it
-        is charged to the prober; against remote hosts their kernels do that work.
+        is charged to the prober; against remote hosts their kernels do that work. The totals are
+        exact (scheduler runtime); the user/system split is sampled at the kernel tick.
 alarms: both cores saturated by stress-ng plus N concurrent SSH logins to the watched sshds; every
         host must stay out of DOWN. The 300 s run must not overlap other people's tests.
         --sshd-nice N runs the sshds at nice N (as systemd Nice= would on real hosts), --controller-nice N
