@@ -9,6 +9,12 @@ A hung sshd still completes TCP handshakes (the kernel does that), so the banner
 catches it. Ready sockets are handled before deadlines are expired: if this process itself was
 late (CPU starved), a banner that arrived in time is not counted as a timeout.
 
+Sockets are reused: a probe whose connection was established ends with ``connect(AF_UNSPEC)``
+(``_disconnect``), which resets the connection like a close with SO_LINGER 0 (no TIME_WAIT) but
+keeps the socket, its options and its epoll registration; the next probe connects it again. That
+saves four system calls of every probe (``socket``, ``setsockopt``, ``epoll_ctl``, ``close``) at
+thousands of probes a second (docs/probes.md, controller cost).
+
 A probe that times out is reported at once (detection is not delayed), but its socket may be kept
 open a while longer (``late_banner_s`` from its start, at most ``late_per_host`` per host and
 ``late_total`` in all, so waiting never takes sockets from new probes): if the
@@ -18,6 +24,8 @@ health tracker uses to avoid failing a busy host; a hung sshd never sends one.
 
 from __future__ import annotations
 
+import collections
+import ctypes
 import errno
 import heapq
 import itertools
@@ -26,9 +34,10 @@ import os
 import select
 import socket
 import struct
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from controller.probes.errors import (
     BadBanner,
@@ -53,6 +62,32 @@ _FAILED = select.EPOLLERR | select.EPOLLHUP
 #: ``handle``), since bytes already there raise no new event.
 _WATCH = select.EPOLLIN | select.EPOLLOUT | select.EPOLLET
 
+
+
+def _libc_disconnect() -> Callable[[int], int] | None:
+    """``connect(fd, {AF_UNSPEC})``: dissolve a TCP socket's association (Linux, BSDs), returning 0 or
+    -1. On an established connection the kernel sends a reset (``tcp_disconnect``), as a close with
+    SO_LINGER 0 does; the socket returns to the unconnected state, loses its local port, and keeps
+    its options and its epoll registration. None where libc or the call is not available."""
+    if not sys.platform.startswith("linux"):  # the behaviour relied on was checked on Linux only
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        connect = libc.connect
+    except (OSError, AttributeError):
+        return None
+    connect.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
+    connect.restype = ctypes.c_int
+    unspec = bytes(16)  # struct sockaddr with sa_family AF_UNSPEC (0) and no address
+
+    def disconnect(fd: int) -> int:
+        return int(connect(fd, unspec, 16))
+
+    return disconnect
+
+
+_disconnect = _libc_disconnect()
+
 #: Called with the target, the latency in ms on success or the error, and the banner line.
 Outcome = Callable[[ProbeTarget, float | None, ProbeError | None], None]
 #: Called with the target and the real latency in ms of a banner that came after its timeout.
@@ -68,16 +103,28 @@ class _Probe:
     banner_timeout: float = 0.0
     connected: bool = False
     buf: bytes = b""
-    seq: int = field(default=0)
     #: already reported as a timeout; kept open only to see whether the banner still comes
     late: bool = False
     #: the socket's fd, the key in the epoll and in ``BannerProber._by_fd``
     fd: int = -1
+    #: finished: its socket was closed or went back to the pool (deadline entries left are stale)
+    done: bool = False
+    #: the socket's address family (``socket.family`` builds an enum member per call: not per probe)
+    family: int = 0
 
 
 class BannerProber:
     """Runs level-1 probes on an epoll the caller owns and polls (see ``ProbeScheduler``): the caller
-    passes every ready fd to ``ready``."""
+    passes every ready fd to ``ready``.
+
+    Deadlines: a probe is in the connect queue, then in the banner queue. Both timeouts are the
+    same for every probe, and probes start and connect in time order, so these are FIFO queues
+    (O(1) per probe, no heap); a probe with its own banner timeout (the tracker's adaptive one) or
+    a late deadline goes to a heap. Entries of finished or advanced probes are dropped lazily.
+
+    ``pool_max``: how many idle sockets to keep for reuse (0: close every socket); they count
+    against the caller's fd budget.
+    """
 
     def __init__(
         self,
@@ -89,6 +136,7 @@ class BannerProber:
         late_banner_s: float = 0.0,
         late_per_host: int = 0,
         late_total: int = 1024,
+        pool_max: int = 0,
     ) -> None:
         self._poll = poller
         self._connect_timeout = connect_timeout_s
@@ -100,16 +148,25 @@ class BannerProber:
         self._late_count: dict[str, int] = {}
         self._late_total_max = late_total
         self._late_total = 0
-        self._deadlines: list[tuple[float, int, _Probe]] = []
-        self._live: dict[int, _Probe] = {}
+        self._connecting: collections.deque[tuple[float, _Probe]] = collections.deque()
+        self._awaiting: collections.deque[tuple[float, _Probe]] = collections.deque()
+        self._deadlines: list[tuple[float, int, _Probe]] = []  # other deadlines: own timeout, late
+        self._seq = itertools.count()  # heap tie-breaker
         self._by_fd: dict[int, _Probe] = {}
-        self._seq = itertools.count()
+        self._pool_max = pool_max if _disconnect is not None else 0
+        self._pool: dict[int, list[socket.socket]] = {}  # family -> idle, registered sockets
+        self._pooled = 0
         self.started_total = 0
         self.late_banners = 0
+        self.reused_total = 0
 
     @property
     def in_flight(self) -> int:
-        return len(self._live)
+        return len(self._by_fd)
+
+    @property
+    def pooled(self) -> int:
+        return self._pooled
 
     def start(self, target: ProbeTarget, family: socket.AddressFamily, ip: str, now: float,
               banner_timeout_s: float | None = None) -> None:
@@ -118,33 +175,54 @@ class BannerProber:
         ``banner_timeout_s`` overrides the default for this probe (the tracker's adaptive timeout).
         """
         self.started_total += 1
-        try:
-            sock = socket.socket(family, socket.SOCK_STREAM | _NONBLOCK)
-        except OSError as exc:
-            self._on_outcome(target, None, Unreachable(f"cannot create socket: {exc.strerror}"))
-            return
-        if not _NONBLOCK:
-            sock.setblocking(False)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        pool = self._pool.get(family)
+        if pool:
+            sock = pool.pop()
+            self._pooled -= 1
+            self.reused_total += 1
+            fresh = False
+        else:
+            try:
+                sock = socket.socket(family, socket.SOCK_STREAM | _NONBLOCK)
+            except OSError as exc:
+                self._on_outcome(target, None, Unreachable(f"cannot create socket: {exc.strerror}"))
+                return
+            if not _NONBLOCK:
+                sock.setblocking(False)
+            # for a socket that is closed (not reused) after a failure: no TIME_WAIT either
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            fresh = True
         err = sock.connect_ex((ip, target.port))
-        if err not in (0, errno.EINPROGRESS):
-            sock.close()
+        if err != errno.EINPROGRESS and err != 0:
+            sock.close()  # also leaves the epoll, if it was a pooled socket
             self._on_outcome(target, None, _connect_error(err, target))
             return
+        fd = sock.fileno()
+        if fresh:
+            self._poll.register(fd, _WATCH)
         timeout = self._banner_timeout if banner_timeout_s is None else banner_timeout_s
-        probe = _Probe(target, sock, now, now + self._connect_timeout, timeout, seq=next(self._seq), fd=sock.fileno())
-        self._live[probe.seq] = probe
-        heapq.heappush(self._deadlines, (probe.deadline, probe.seq, probe))
-        self._by_fd[probe.fd] = probe
-        self._poll.register(probe.fd, _WATCH)
+        deadline = now + self._connect_timeout
+        probe = _Probe(target, sock, now, deadline, timeout, fd=fd, family=family)
+        self._by_fd[fd] = probe
+        self._connecting.append((deadline, probe))
 
     def next_deadline(self) -> float | None:
-        while self._deadlines and self._deadlines[0][1] not in self._live:
-            heapq.heappop(self._deadlines)
-        return self._deadlines[0][0] if self._deadlines else None
+        best: float | None = None
+        for queue in (self._connecting, self._awaiting):
+            while queue and (queue[0][1].done or queue[0][1].deadline != queue[0][0]):
+                queue.popleft()
+            if queue and (best is None or queue[0][0] < best):
+                best = queue[0][0]
+        heap = self._deadlines
+        while heap and (heap[0][2].done or heap[0][2].deadline != heap[0][0]):
+            heapq.heappop(heap)
+        if heap and (best is None or heap[0][0] < best):
+            best = heap[0][0]
+        return best
 
     def ready(self, fd: int, events: int, now: float) -> bool:
-        """Advance the probe of a ready fd with its epoll ``events``; False if the fd is not ours."""
+        """Advance the probe of a ready fd with its epoll ``events``; False if the fd is not ours
+        (or is an idle pooled socket: its disconnect raised an edge nobody waits for)."""
         probe = self._by_fd.get(fd)
         if probe is None:
             return False
@@ -158,7 +236,7 @@ class BannerProber:
         ``SO_ERROR`` reads); without it or ``EPOLLHUP`` the connect succeeded, so the ``getsockopt``
         syscall is skipped for the usual, successful probe. Without ``events`` it is always done.
         """
-        if probe.seq not in self._live:
+        if probe.done:
             return
         if not probe.connected:
             err = probe.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if events & _FAILED else 0
@@ -168,7 +246,10 @@ class BannerProber:
             probe.connected = True
             if not probe.late:  # a late probe keeps its late deadline
                 probe.deadline = now + probe.banner_timeout
-            heapq.heappush(self._deadlines, (probe.deadline, probe.seq, probe))
+                if probe.banner_timeout == self._banner_timeout:
+                    self._awaiting.append((probe.deadline, probe))
+                else:
+                    heapq.heappush(self._deadlines, (probe.deadline, next(self._seq), probe))
             if not events & select.EPOLLIN:
                 return  # the banner's arrival raises the next edge
         # Edge-triggered: read until a verdict or until nothing is left, or bytes already received
@@ -184,8 +265,11 @@ class BannerProber:
             if not chunk:
                 self._finish(probe, None, ConnectionClosed("connection closed before banner"))
                 return
-            probe.buf += chunk
-            verdict = _parse(probe.buf)
+            buf = probe.buf = probe.buf + chunk if probe.buf else chunk
+            if buf.startswith(b"SSH-2.0-") or buf.startswith(b"SSH-1.99-"):
+                self._finish(probe, (now - probe.started) * 1000.0, None)  # the usual case, no _parse
+                return
+            verdict = _parse(buf)
             if verdict is True:
                 self._finish(probe, (now - probe.started) * 1000.0, None)
                 return
@@ -195,21 +279,29 @@ class BannerProber:
 
     def expire(self, now: float) -> None:
         """Fail every probe whose deadline passed."""
-        while self._deadlines and self._deadlines[0][0] <= now:
-            deadline, seq, probe = heapq.heappop(self._deadlines)
-            if seq not in self._live or deadline != probe.deadline:
-                continue  # finished, or moved on to its banner deadline
-            if probe.late:
-                self._close(probe)  # no banner even late: nothing more to report
-                continue
-            if probe.connected:
-                err: ProbeError = BannerTimeout(f"banner timeout {probe.banner_timeout * 1000:.0f} ms")
-            else:
-                err = ConnectTimeout(f"connect timeout {self._connect_timeout * 1000:.0f} ms")
-            if self._keep_late(probe, now):
-                self._on_outcome(probe.target, None, err)
-            else:
-                self._finish(probe, None, err)
+        for queue in (self._connecting, self._awaiting):
+            while queue and queue[0][0] <= now:
+                deadline, probe = queue.popleft()
+                if not probe.done and deadline == probe.deadline:
+                    self._expired(probe, now)
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            deadline, _, probe = heapq.heappop(heap)
+            if not probe.done and deadline == probe.deadline:
+                self._expired(probe, now)
+
+    def _expired(self, probe: _Probe, now: float) -> None:
+        if probe.late:
+            self._close(probe)  # no banner even late: nothing more to report
+            return
+        if probe.connected:
+            err: ProbeError = BannerTimeout(f"banner timeout {probe.banner_timeout * 1000:.0f} ms")
+        else:
+            err = ConnectTimeout(f"connect timeout {self._connect_timeout * 1000:.0f} ms")
+        if self._keep_late(probe, now):
+            self._on_outcome(probe.target, None, err)
+        else:
+            self._finish(probe, None, err)
 
     def _keep_late(self, probe: _Probe, now: float) -> bool:
         """Keep a timed-out probe's socket open to watch for a late banner, within the bounds."""
@@ -222,12 +314,19 @@ class BannerProber:
         self._late_total += 1
         probe.deadline = late_deadline
         self._late_count[host] = self._late_count.get(host, 0) + 1
-        heapq.heappush(self._deadlines, (probe.deadline, probe.seq, probe))
+        heapq.heappush(self._deadlines, (probe.deadline, next(self._seq), probe))
         return True
 
     def cancel_all(self) -> None:
-        for probe in list(self._live.values()):
-            self._close(probe)
+        for probe in list(self._by_fd.values()):
+            self._close(probe, reuse=False)
+        for pool in self._pool.values():
+            for sock in pool:
+                sock.close()
+        self._pool.clear()
+        self._pooled = 0
+        self._connecting.clear()
+        self._awaiting.clear()
         self._deadlines.clear()
 
     def _finish(self, probe: _Probe, latency_ms: float | None, err: ProbeError | None) -> None:
@@ -239,8 +338,13 @@ class BannerProber:
             self._on_late(probe.target, latency_ms)
         # a late probe that fails (reset, bad banner) was already reported as a timeout
 
-    def _close(self, probe: _Probe) -> None:
-        if self._live.pop(probe.seq, None) is not None and probe.late:
+    def _close(self, probe: _Probe, reuse: bool = True) -> None:
+        """End a probe's connection: back to the pool when it got connected (a reset, the socket
+        kept), else closed (SO_LINGER 0: a reset too)."""
+        if probe.done:
+            return
+        probe.done = True
+        if probe.late:
             self._late_total -= 1
             host = probe.target.host_id
             left = self._late_count.get(host, 1) - 1
@@ -250,9 +354,17 @@ class BannerProber:
                 self._late_count.pop(host, None)
         if self._by_fd.get(probe.fd) is probe:
             del self._by_fd[probe.fd]
+        sock = probe.sock
+        # Only a socket that connected goes back: its state is known (established, or closed by
+        # the peer), and the disconnect resets it like SO_LINGER 0. A failed connect is closed.
+        if (reuse and probe.connected and self._pooled < self._pool_max and _disconnect is not None
+                and _disconnect(probe.fd) == 0):
+            self._pool.setdefault(probe.family, []).append(sock)
+            self._pooled += 1
+            return
         # No epoll unregister (a syscall per probe): closing the socket's only fd removes it from
         # the epoll, before the fd number can be reused.
-        probe.sock.close()
+        sock.close()
 
 
 def _parse(buf: bytes) -> bool | ProbeError | None:

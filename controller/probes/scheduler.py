@@ -43,6 +43,15 @@ from controller.probes.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
+#: While probes are in flight the probe thread wakes every ``_TICK_S`` and handles everything ready
+#: and due in one batch, instead of waking for every connect, banner and due time (two or three
+#: wake-ups per probe, thousands a second at 500 hosts, each an epoll_wait, two context switches and
+#: a round of the loop). The price: probes start, and banners and deadlines are seen, up to one tick
+#: late (banner latencies have a resolution of one tick; hung-sshd detection is at most one tick
+#: slower). Ready sockets are still handled before deadlines, so the tick never turns a banner
+#: that came in time into a timeout.
+_TICK_S = 0.004
+
 
 @dataclass
 class _Slot:
@@ -97,12 +106,16 @@ class ProbeScheduler:
         self._wake_w.setblocking(False)
         self._wake_fd = self._wake_r.fileno()
         self._poll.register(self._wake_fd, select.EPOLLIN)
-        self._max_sockets = _socket_budget()
+        budget = _socket_budget()
+        # Idle sockets kept for reuse (controller/probes/banner.py) come out of the same fd budget.
+        pool_max = min(256, budget // 8)
+        self._max_sockets = budget - pool_max
         self._banner = BannerProber(
             self._poll, settings.connect_timeout_s, settings.banner_timeout_s, self._on_banner,
             self._on_late_banner, settings.late_banner_s, settings.late_sockets_per_host,
-            late_total=max(16, self._max_sockets // 4),
+            late_total=max(16, budget // 4), pool_max=pool_max,
         )
+        self._wall = time.time()  # the probe thread's wall clock, read once per wake-up
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -180,20 +193,32 @@ class ProbeScheduler:
     # ------------------------------------------------------------------ probe thread
 
     def _run(self) -> None:
+        banner, poll, wake_fd = self._banner, self._poll.poll, self._wake_fd
+        ready = banner.ready
         try:
             while not self._stop.is_set():
                 self._start_due(time.monotonic())
-                wait = self._next_wake(time.monotonic())
-                # ms resolution, rounded up to wait at least ``wait`` (as selectors does); room for
-                # every registered fd, so that no ready socket is left for the next round
-                events = self._poll.poll(math.ceil(wait * 1e3) * 1e-3, self._banner.in_flight + 1)
                 now = time.monotonic()
+                # Room for every registered fd (idle pooled sockets too), so that no ready socket is
+                # left for the next round.
+                room = banner.in_flight + banner.pooled + 1
+                if banner.in_flight:
+                    # Probes in flight: wake on a fixed grid of ``_TICK_S``, not on every connect and
+                    # banner, and handle all that is ready in one batch (see _TICK_S).
+                    time.sleep(max(0.0, (math.floor(now / _TICK_S) + 1) * _TICK_S - now))
+                    events = poll(0, room)
+                else:
+                    # Nothing in flight: sleep until the next probe is due (ms resolution, rounded
+                    # up as selectors does); the wake-up socket interrupts it.
+                    events = poll(math.ceil(self._next_wake(now) * 1e3) * 1e-3, room)
+                now = time.monotonic()
+                self._wall = time.time()
                 for fd, mask in events:  # ready sockets first: our own lateness is no timeout
-                    if fd == self._wake_fd:
+                    if fd == wake_fd:
                         self._drain_wake()
                     else:
-                        self._banner.ready(fd, mask, now)
-                self._banner.expire(time.monotonic())
+                        ready(fd, mask, now)
+                banner.expire(time.monotonic())
         except Exception:
             log.exception("probe loop crashed; hosts will stop changing state")
             raise
@@ -206,22 +231,30 @@ class ProbeScheduler:
                     heapq.heappush(self._heap, (due, next(self._seq), kind, slot))
                 self._pending.clear()
         heap = self._heap
-        while heap and heap[0][0] <= now:
-            due, _, kind, slot = heapq.heappop(heap)
-            if slot.removed:
-                continue
-            if kind == 1:
-                if self._banner.in_flight < self._max_sockets:
-                    with self._lock:
-                        timeout = self._tracker.banner_timeout(slot.target.host_id, time.time())
-                    self._banner.start(slot.target, slot.family, slot.ip, now, timeout)
-                    self.stats.level1 += 1
-                # Fixed rate; if this thread was late, skip missed ticks rather than burst them.
-                slot.due = due + interval * max(1, int((now - due) // interval) + 1)
-                heapq.heappush(heap, (slot.due, next(self._seq), 1, slot))
-            elif self._pool is not None and not slot.login_running:
-                slot.login_running = True
-                self._pool.submit(self._login_once, slot)
+        if not heap or heap[0][0] > now:
+            return
+        banner, tracker, stats = self._banner, self._tracker, self.stats
+        # One lock and one clock read for every probe due now, not one per probe.
+        with self._lock:
+            wall = self._wall = time.time()
+            while heap and heap[0][0] <= now:
+                due, _, kind, slot = heap[0]
+                if slot.removed:
+                    heapq.heappop(heap)
+                    continue
+                if kind == 1:
+                    if banner.in_flight < self._max_sockets:
+                        timeout = tracker.banner_timeout(slot.target.host_id, wall)
+                        banner.start(slot.target, slot.family, slot.ip, now, timeout)
+                        stats.level1 += 1
+                    # Fixed rate; if this thread was late, skip missed ticks rather than burst them.
+                    slot.due = due + interval * max(1, int((now - due) // interval) + 1)
+                    heapq.heapreplace(heap, (slot.due, next(self._seq), 1, slot))  # pop and push in one
+                    continue
+                heapq.heappop(heap)
+                if self._pool is not None and not slot.login_running:
+                    slot.login_running = True
+                    self._pool.submit(self._login_once, slot)
 
     def _next_wake(self, now: float) -> float:
         candidates = [self._heap[0][0]] if self._heap else []
@@ -233,15 +266,16 @@ class ProbeScheduler:
         return min(1.0, max(0.0, min(candidates) - now))
 
     def _on_banner(self, target: ProbeTarget, latency_ms: float | None, err: ProbeError | None) -> None:
+        # ``_wall``: the wall clock read once per wake-up of the probe thread (results carry it)
         if err is None:
-            self._record(target, ProbeResult(target.host_id, 1, True, latency_ms, "banner ok", time.time()))
+            self._record(target, ProbeResult(target.host_id, 1, True, latency_ms, "banner ok", self._wall))
         else:
-            self._record(target, ProbeResult(target.host_id, 1, False, None, err.reason, time.time(), err.definite,
+            self._record(target, ProbeResult(target.host_id, 1, False, None, err.reason, self._wall, err.definite,
                                              timeout=err.timeout))
 
     def _on_late_banner(self, target: ProbeTarget, latency_ms: float) -> None:
         self.stats.late_banners += 1
-        self._record(target, ProbeResult(target.host_id, 1, True, latency_ms, "late banner", time.time(),
+        self._record(target, ProbeResult(target.host_id, 1, True, latency_ms, "late banner", self._wall,
                                          late=True))
 
     # ------------------------------------------------------------------ login workers

@@ -1,13 +1,18 @@
 """Benchmark of the SSH probes (prints numbers; not collected by pytest).
 
   .venv/bin/python tests/bench/bench_probes.py detect  [--trials 20]
-  .venv/bin/python tests/bench/bench_probes.py cost    [--hosts 500 --seconds 20]
+  .venv/bin/python tests/bench/bench_probes.py cost    [--hosts 500 --seconds 20 --runs 5]
   .venv/bin/python tests/bench/bench_probes.py alarms  [--seconds 300 --logins 100 --hosts 4]
   .venv/bin/python tests/bench/bench_probes.py all --short     (CI: 20 trials, 10 s cost, 30 s alarms)
 
 detect: hung-sshd (SIGSTOP) detection time with the default ProbeSettings, p50/p99.
 cost:   controller CPU per level-1 probe against one selectors banner server on many 127.0.x.y
         addresses (a separate process, so only the prober's CPU is counted) -> hosts per core.
+        Counted: this whole process (user + system, as getrusage reports it), also shown split and
+        for the probe thread alone. Conservative: on loopback the kernel runs the server's side of
+        each handshake (SYN, child socket, the reset at the end) inside our own system calls, so it
+        is charged to the prober; against remote hosts their kernels do that work. The totals are
+        exact (scheduler runtime); the user/system split is sampled at the kernel tick.
 alarms: both cores saturated by stress-ng plus N concurrent SSH logins to the watched sshds; every
         host must stay out of DOWN. The 300 s run must not overlap other people's tests.
         --sshd-nice N runs the sshds at nice N (as systemd Nice= would on real hosts), --controller-nice N
@@ -190,18 +195,24 @@ def bench_cost(hosts: int, seconds: float) -> dict[str, float]:
         try:
             time.sleep(2.0)  # warm-up: all hosts up
             up = sum(1 for h in sched.snapshot().values() if h.state is Health.UP)
+            assert sched._thread is not None and sched._thread.native_id is not None
+            tid = sched._thread.native_id
             r0, n0, t0 = resource.getrusage(resource.RUSAGE_SELF), sched.stats.level1, time.monotonic()
+            th0 = thread_cpu(tid)
             time.sleep(seconds)
             r1, n1, t1 = resource.getrusage(resource.RUSAGE_SELF), sched.stats.level1, time.monotonic()
+            th1 = thread_cpu(tid)
             down = sum(1 for h in sched.snapshot().values() if h.state is not Health.UP)
         finally:
             sched.stop()
     finally:
         server.terminate()
         server.wait(timeout=10)
-    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    user, system = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+    cpu = user + system
     probes = n1 - n0
     wall = t1 - t0
+    th_user, th_sys = th1[0] - th0[0], th1[1] - th0[1]
     per_probe_ms = cpu / probes * 1000
     per_host_s = cpu / wall / hosts
     capacity = 1.0 / (per_probe_ms / 1000 / settings.interval_s)
@@ -210,7 +221,17 @@ def bench_cost(hosts: int, seconds: float) -> dict[str, float]:
     print(f"cost: {per_probe_ms * 1000:.0f} us CPU per probe, {per_host_s * 1000:.2f} ms CPU per host per second; "
           f"one core watches ~{capacity:.0f} hosts at the default interval "
           f"(hosts up at warm-up {up}/{hosts}, not up at the end {down})")
+    print(f"cost: per probe user {user / probes * 1e6:.0f} us + system {system / probes * 1e6:.0f} us; the probe "
+          f"thread alone {100 * (th_user + th_sys) / wall:.1f}% of one core (user {th_user:.2f} s, "
+          f"system {th_sys:.2f} s)")
     return {"cpu_pct": 100 * cpu / wall, "us_per_probe": per_probe_ms * 1000, "hosts_per_core": capacity}
+
+
+def thread_cpu(tid: int) -> tuple[float, float]:
+    """User and system CPU seconds of one thread of this process (/proc, clock ticks)."""
+    fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 # ------------------------------------------------------------------------------ false alarms
@@ -341,6 +362,7 @@ def main() -> None:
     ap.add_argument("--hosts", type=int, default=None)
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--logins", type=int, default=100)
+    ap.add_argument("--runs", type=int, default=1, help="cost: repeat, report each run and the median")
     ap.add_argument("--sshd-nice", type=int, default=None, help="alarms: run the sshds at this nice value")
     ap.add_argument("--controller-nice", type=int, default=None, help="alarms: renice the prober to this value")
     ap.add_argument("--short", action="store_true", help="CI sizes: alarms 30 s, cost 10 s")
@@ -351,8 +373,13 @@ def main() -> None:
     if a.what in ("detect", "all"):
         failed |= bench_detect(a.trials)["p99"] > 0.8
     if a.what in ("cost", "all"):
-        r = bench_cost(a.hosts or 500, a.seconds or (10 if a.short else 20))
-        failed |= r["cpu_pct"] > 50
+        runs = [bench_cost(a.hosts or 500, a.seconds or (10 if a.short else 20)) for _ in range(a.runs)]
+        median = statistics.median(r["cpu_pct"] for r in runs)
+        if a.runs > 1:
+            print(f"cost: {a.runs} runs: " + ", ".join(f"{r['cpu_pct']:.1f}%" for r in runs)
+                  + f" of one core; median {median:.1f}%, "
+                  f"{statistics.median(r['us_per_probe'] for r in runs):.0f} us per probe {load()}")
+        failed |= median > 50
     if a.what in ("alarms", "all"):
         failed |= bench_alarms(a.seconds or (30 if a.short else 300), a.logins, a.hosts or 4, a.sshd_nice,
                                a.controller_nice)["downs"] > 0
