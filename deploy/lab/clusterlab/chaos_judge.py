@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 #: Faults that make their host fail; kill_controller hits a controller replica, not the host.
 HOST_FAULTS = ("crash_host", "hang_sshd", "kill_hook", "isolate_host")
@@ -46,41 +46,57 @@ class OwnerChange:
     releasing: str | None = None
 
 
-class MapPoller:
-    """Polls ``read`` (returning {bucket: (owner, target)}) every ``interval_s`` on a thread."""
+class _PollingThread:
+    """Calls ``_once`` every ``interval_s`` on a daemon thread until stopped; a failed read (a fault
+    slowed ZooKeeper) is counted in ``errors`` and the next one catches up."""
 
-    def __init__(self, read: Callable[[], Mapping[int, tuple[str | None, ...]]],
-                 interval_s: float = 0.2) -> None:
-        self.read = read
+    def __init__(self, name: str, interval_s: float) -> None:
         self.interval_s = interval_s
-        self.changes: list[OwnerChange] = []
         self.errors = 0
-        self._last: dict[int, str | None] = {}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="map-poller", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def start(self) -> MapPoller:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
-    def stop(self) -> list[OwnerChange]:
+    def _halt(self) -> None:
         self._stop.set()
         self._thread.join(timeout=15)
-        return self.changes
+
+    def _once(self) -> None:
+        raise NotImplementedError
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                buckets = self.read()
+                self._once()
             except Exception:  # ZooKeeper slow or down (a fault): try again next time
                 self.errors += 1
-                continue
-            now = time.time()
-            for bucket, (owner, target, *rest) in sorted(buckets.items()):
-                releasing = rest[0] if rest else None
-                if bucket in self._last and self._last[bucket] != owner:
-                    self.changes.append(OwnerChange(now, bucket, self._last[bucket], owner, target, releasing))
-                self._last[bucket] = owner
+
+
+class MapPoller(_PollingThread):
+    """Polls ``read`` (returning {bucket: (owner, target)}) every ``interval_s`` on a thread."""
+
+    def __init__(self, read: Callable[[], Mapping[int, tuple[str | None, ...]]],
+                 interval_s: float = 0.2) -> None:
+        super().__init__("map-poller", interval_s)
+        self.read = read
+        self.changes: list[OwnerChange] = []
+        self._last: dict[int, str | None] = {}
+
+    def stop(self) -> list[OwnerChange]:
+        self._halt()
+        return self.changes
+
+    def _once(self) -> None:
+        buckets = self.read()
+        now = time.time()
+        for bucket, (owner, target, *rest) in sorted(buckets.items()):
+            releasing = rest[0] if rest else None
+            if bucket in self._last and self._last[bucket] != owner:
+                self.changes.append(OwnerChange(now, bucket, self._last[bucket], owner, target, releasing))
+            self._last[bucket] = owner
 
 
 @dataclass(frozen=True)
@@ -95,7 +111,7 @@ class Move:
     cause: str  # "fault <kind> <host>", "failback", "operator", "false failover", "unattributed"
 
 
-class HistoryCollector:
+class HistoryCollector(_PollingThread):
     """Reads the decision history every ``interval_s`` on a thread; every event once (by znode name).
 
     ``read(known)`` returns {znode name: event} for the names not in ``known``; a failed read (a
@@ -104,33 +120,21 @@ class HistoryCollector:
     """
 
     def __init__(self, read: Callable[[set[str]], Mapping[str, Any]], interval_s: float = 1.0) -> None:
+        super().__init__("history-collector", interval_s)
         self.read = read
-        self.interval_s = interval_s
         self.events: dict[str, Any] = {}
-        self.errors = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="history-collector", daemon=True)
-
-    def start(self) -> HistoryCollector:
-        self._thread.start()
-        return self
 
     def stop(self) -> list[Any]:
         """Stop after one last read; the events oldest first (ZooKeeper's sequence order)."""
-        self._stop.set()
-        self._thread.join(timeout=15)
-        self._once()
+        self._halt()
+        try:
+            self._once()
+        except Exception:  # ZooKeeper down at the very end: what was read so far
+            self.errors += 1
         return [self.events[name] for name in sorted(self.events)]
 
     def _once(self) -> None:
-        try:
-            self.events.update(self.read(set(self.events)))
-        except Exception:  # ZooKeeper slow or down (a fault): the next read catches up
-            self.errors += 1
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._once()
+        self.events.update(self.read(set(self.events)))
 
 
 def read_history(lab: Any, known: set[str]) -> dict[str, Any]:
