@@ -27,6 +27,17 @@ def failed_over(policy: str = "drain", max_drain: float = 600.0) -> Sim:
     return sim
 
 
+def draining_b2(max_drain: float = 600.0, sessions: int = 1) -> tuple[Sim, str]:
+    """h2 failed over and came back: bucket 2 drains on the survivor that held it, with ``sessions``."""
+    sim = failed_over(max_drain=max_drain)
+    sim.recover("h2")
+    drainer = sim.map.owner_of(2)
+    assert drainer is not None
+    sim.sessions = {drainer: {2: sessions}}
+    sim.converge()
+    return sim, drainer
+
+
 def test_a_failed_hosts_buckets_are_taken_over_at_once_without_drain() -> None:
     sim = Sim(make_spec(4, 8, "drain"))
     sim.converge()
@@ -82,12 +93,7 @@ def test_max_drain_time_cuts_the_remaining_sessions_and_counts_them() -> None:
 
 
 def test_drain_ends_when_the_draining_host_fails() -> None:
-    sim = failed_over()
-    sim.recover("h2")
-    drainer = sim.map.owner_of(2)
-    assert drainer is not None
-    sim.sessions = {drainer: {2: 5}}
-    sim.converge()
+    sim, drainer = draining_b2(sessions=5)
     assert sim.map.buckets[2].draining == drainer
     sim.fail([drainer], hook_dies=False)  # its last count is still published
     decision = sim.step()
@@ -96,12 +102,7 @@ def test_drain_ends_when_the_draining_host_fails() -> None:
 
 
 def test_a_drainer_whose_hook_restarts_keeps_draining_until_the_maximum() -> None:
-    sim = failed_over(max_drain=30.0)
-    sim.recover("h2")
-    drainer = sim.map.owner_of(2)
-    assert drainer is not None
-    sim.sessions = {drainer: {2: 5}}
-    sim.converge()
+    sim, drainer = draining_b2(max_drain=30.0, sessions=5)
     sim.members.pop(drainer)  # hook stopped, host healthy: its kernel still serves the sessions
     assert not any(a.kind == "drain-end" for a in sim.step().actions)
     sim.now += 30
@@ -110,12 +111,7 @@ def test_a_drainer_whose_hook_restarts_keeps_draining_until_the_maximum() -> Non
 
 
 def test_drain_of_a_vanished_hook_ends_with_unknown_counts() -> None:
-    sim = failed_over()
-    sim.recover("h2")
-    drainer = sim.map.owner_of(2)
-    assert drainer is not None
-    sim.sessions = {drainer: {2: 5}}
-    sim.converge()
+    sim, drainer = draining_b2(sessions=5)
     sim.fail([drainer], hook_dies=True)
     ends = [a for a in sim.step().actions if a.kind == "drain-end" and a.bucket == 2]
     assert ends and ends[0].cut is None and ends[0].preserved is None and "? cut" in ends[0].reason
@@ -207,11 +203,6 @@ def check_exclusive(sim: Sim) -> None:
 
 
 def test_a_suspect_drainer_keeps_draining() -> None:
-    sim = failed_over()
-    sim.recover("h2")
-    drainer = sim.map.owner_of(2)
-    assert drainer is not None
-    sim.sessions = {drainer: {2: 1}}
-    sim.converge()
+    sim, drainer = draining_b2(sessions=1)
     sim.health[drainer] = HostHealth(drainer, Health.SUSPECT, sim.now, "slow banner")
     assert not any(a.kind == "drain-end" for a in sim.step().actions)
